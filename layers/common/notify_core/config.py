@@ -1,0 +1,73 @@
+"""Settings from the environment, validated once per container (cold start)."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed: the function must not start."""
+
+
+class Settings(BaseModel):
+    stage: str = "dev"
+    database_url: str = ""
+    database_secret_arn: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "notify:"
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    notifications_queue_url: str = ""
+    aws_endpoint_url: str = ""
+    rate_limit_requests: int = Field(default=600, ge=1)
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_fail_mode: Literal["open", "closed"] = "open"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    idempotency_window_hours: int = Field(default=24, ge=1)
+    db_pool_max_size: int = Field(default=4, ge=1)
+    default_max_attempts: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("rate_limit_fail_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw = {name: env[name.upper()] for name in cls.model_fields if env.get(name.upper(), "") != ""}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"invalid settings: {problems}") from exc
+
+    def resolved_database_url(self) -> str:
+        """The connection URL, from DATABASE_URL or the Secrets Manager secret (RDS secret shape)."""
+        if self.database_url:
+            return self.database_url
+        if not self.database_secret_arn:
+            raise SettingsError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+        import boto3
+
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=self.database_secret_arn)
+        value = secret["SecretString"]
+        if value.startswith("postgres"):
+            return value
+        data = json.loads(value)
+        if "url" in data:
+            return str(data["url"])
+        return (
+            f"postgresql://{data['username']}:{data['password']}@{data['host']}:{data.get('port', 5432)}"
+            f"/{data.get('dbname', 'postgres')}"
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,376 @@
+"""Notifications: create (single and batch), read, list, cancel, attempts.
+
+Ingest does one round trip per step for a whole batch: one SELECT of the recipients, one INSERT of
+all rows (status `pending`), SendMessageBatch in chunks of 10, one UPDATE to `queued`. If SQS fails
+after the insert the rows stay `pending` and the retry sweeper enqueues them: nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import pagination, queue
+from .config import get_settings
+from .db import transaction
+from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, ValidationFailed
+from .models import (
+    DEFAULT_PROVIDER,
+    PAYLOAD_MODELS,
+    PROVIDER_CHANNELS,
+    RECIPIENT_FIELD,
+    Attempt,
+    Notification,
+    NotificationCreate,
+    Page,
+    parse,
+)
+from .observability import logger
+from .states import transition
+from .users import recipients
+
+PENDING_GRACE = timedelta(seconds=60)  # the sweeper leaves a fresh `pending` row to its API call this long
+CANCELLABLE = ("pending", "scheduled", "queued", "retrying")
+
+COLUMNS = (
+    "id, user_id, channel, provider, payload, category, status, idempotency_key, max_attempts, attempt_count,"
+    " last_error, provider_message_id, send_at, next_attempt_at, created_at, updated_at, queued_at, sent_at,"
+    " failed_at, cancelled_at"
+)
+_INSERT_COLUMNS = (
+    "id, tenant_id, user_id, channel, provider, payload, category, status, idempotency_key, request_hash,"
+    " max_attempts, send_at, next_attempt_at"
+)
+_PLACEHOLDERS = "(" + ", ".join(["%s"] * 13) + ")"
+
+
+@dataclass
+class Outcome:
+    """The result for one item of a create call: a notification (new or replayed) or an error."""
+
+    index: int
+    notification: Notification | None = None
+    error: DomainError | None = None
+    replayed: bool = False
+
+    def as_batch_item(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"index": self.index, "error": self.error.body()["error"]}
+        assert self.notification is not None
+        item: dict[str, Any] = {
+            "index": self.index,
+            "id": str(self.notification.id),
+            "status": self.notification.status,
+        }
+        if self.replayed:
+            item["idempotent_replay"] = True
+        return item
+
+
+@dataclass
+class _Prepared:
+    index: int
+    request: NotificationCreate
+    provider: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    request_hash: bytes
+    row_id: UUID
+
+
+def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
+    if isinstance(raw, NotificationCreate):
+        req = raw
+    elif isinstance(raw, dict):
+        req = parse(NotificationCreate, raw)
+    else:
+        raise ValidationFailed.field("body", "each notification must be a JSON object")
+    provider = req.provider or DEFAULT_PROVIDER[req.channel]
+    if req.channel not in PROVIDER_CHANNELS[provider]:
+        raise ValidationFailed.field("provider", f"{provider} cannot send on the {req.channel} channel")
+    payload_model = parse(PAYLOAD_MODELS[req.channel], req.payload, prefix="payload")
+    payload = payload_model.model_dump(by_alias=True, exclude_none=True)
+    if req.idempotency_key and header_key and req.idempotency_key != header_key:
+        raise ValidationFailed.field("idempotency_key", "differs from the Idempotency-Key header")
+    key = req.idempotency_key or header_key
+    canonical = json.dumps(
+        {
+            "user_id": str(req.user_id) if req.user_id else None,
+            "channel": req.channel,
+            "provider": provider,
+            "payload": payload,
+            "send_at": req.send_at.isoformat() if req.send_at else None,
+            "max_attempts": req.max_attempts,
+            "category": req.category,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return _Prepared(
+        index, req, provider, payload, key, hashlib.sha256(canonical.encode()).digest(), uuid.uuid4()
+    )
+
+
+def _fill_recipient(item: _Prepared, users: dict[UUID, dict[str, Any]]) -> None:
+    channel = item.request.channel
+    field = RECIPIENT_FIELD[channel]
+    user = None
+    if item.request.user_id is not None:
+        user = users.get(item.request.user_id)
+        if user is None:
+            raise ValidationFailed.field("user_id", "no user with this id")
+    if item.payload.get(field) or (channel == "push" and item.payload.get("topic")):
+        return
+    fallback = None
+    if user is not None:
+        fallback = {"email": user["email"], "sms": user["phone"]}.get(channel)
+        if channel == "push" and user["push_tokens"]:
+            fallback = user["push_tokens"][0]
+    if not fallback:
+        what = {"email": "an email address", "sms": "a phone number", "push": "a push token or topic"}[
+            channel
+        ]
+        source = "and the user has none" if user is not None else "and no user_id to take it from"
+        raise ValidationFailed.field(f"payload.{field}", f"{what} is required {source}")
+    item.payload[field] = fallback
+
+
+def create(
+    tenant_id: UUID, items: list[Any], header_key: str | None = None, *, batch: bool = False
+) -> list[Outcome]:
+    """Validate, store, enqueue. Returns one Outcome per input item, in order."""
+    settings = get_settings()
+    outcomes = [Outcome(index=i) for i in range(len(items))]
+    prepared: list[_Prepared] = []
+    for i, raw in enumerate(items):
+        key = f"{header_key}:{i}" if (batch and header_key) else header_key
+        try:
+            prepared.append(_prepare(i, raw, key))
+        except DomainError as exc:
+            outcomes[i].error = exc
+    if not prepared:
+        return outcomes
+
+    now = datetime.now(UTC)
+    with transaction() as conn:
+        users = recipients(conn, tenant_id, {p.request.user_id for p in prepared if p.request.user_id})
+        ready: list[_Prepared] = []
+        for p in prepared:
+            try:
+                _fill_recipient(p, users)
+                ready.append(p)
+            except DomainError as exc:
+                outcomes[p.index].error = exc
+        rows = _insert(conn, tenant_id, ready, now, settings.default_max_attempts)
+        inserted = {row["id"]: row for row in rows}
+        clashes = [p for p in ready if p.row_id not in inserted]
+        if clashes:
+            again = _resolve_idempotency(
+                conn, tenant_id, clashes, outcomes, settings.idempotency_window_hours
+            )
+            rows = _insert(conn, tenant_id, again, now, settings.default_max_attempts)
+            inserted.update((row["id"], row) for row in rows)
+
+    to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
+    queued = _enqueue(tenant_id, [p.row_id for p in to_enqueue])
+    for p in ready:
+        row = inserted.get(p.row_id)
+        if row is None:
+            continue
+        row.update(queued.get(p.row_id, {}))
+        outcomes[p.index].notification = Notification.model_validate(row)
+    return outcomes
+
+
+def _insert(
+    conn: psycopg.Connection[Any],
+    tenant_id: UUID,
+    items: list[_Prepared],
+    now: datetime,
+    default_attempts: int,
+) -> list[dict[str, Any]]:
+    if not items:
+        return []
+    params: list[Any] = []
+    for p in items:
+        scheduled = p.request.send_at is not None and p.request.send_at > now
+        params += [
+            p.row_id,
+            tenant_id,
+            p.request.user_id,
+            p.request.channel,
+            p.provider,
+            Jsonb(p.payload),
+            p.request.category,
+            "scheduled" if scheduled else "pending",
+            p.idempotency_key,
+            p.request_hash if p.idempotency_key else None,
+            p.request.max_attempts or default_attempts,
+            p.request.send_at,
+            p.request.send_at if scheduled else now + PENDING_GRACE,
+        ]
+    query = (
+        f"INSERT INTO notifications ({_INSERT_COLUMNS}) VALUES {', '.join([_PLACEHOLDERS] * len(items))}"
+        " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        f" RETURNING {COLUMNS}"
+    )
+    return conn.execute(query.encode(), params).fetchall()
+
+
+def _resolve_idempotency(
+    conn: psycopg.Connection[Any],
+    tenant_id: UUID,
+    clashes: list[_Prepared],
+    outcomes: list[Outcome],
+    window_hours: int,
+) -> list[_Prepared]:
+    """Items whose key was taken: same body → the first notification; other body → 409.
+
+    Returns the items whose key had outlived its window (the cleanup job had not released it yet):
+    the key is moved off the old notification and the caller inserts them again.
+    """
+    keys = [p.idempotency_key for p in clashes]
+    existing = {
+        row["idempotency_key"]: row
+        for row in conn.execute(
+            f"SELECT {COLUMNS}, request_hash FROM notifications WHERE tenant_id = %s AND idempotency_key = ANY(%s)",
+            (tenant_id, keys),
+        ).fetchall()
+    }
+    cutoff = datetime.now(UTC) - timedelta(hours=window_hours)
+    expired: list[_Prepared] = []
+    for p in clashes:
+        row = existing.get(p.idempotency_key)
+        if row is None:  # taken by a transaction that rolled back, or released meanwhile
+            outcomes[p.index].error = Conflict("the idempotency key is in use by a concurrent request; retry")
+        elif row["created_at"] < cutoff:
+            expired.append(p)
+        elif bytes(row["request_hash"] or b"") != p.request_hash:
+            outcomes[p.index].error = IdempotencyMismatch(
+                "this idempotency key was used with a different request body",
+                [{"field": "idempotency_key", "message": "already used with a different request body"}],
+            )
+        else:
+            outcomes[p.index].notification = Notification.model_validate(row)
+            outcomes[p.index].replayed = True
+    if expired:
+        conn.execute(
+            "UPDATE notifications SET idempotency_key = NULL WHERE tenant_id = %s AND idempotency_key = ANY(%s)",
+            (tenant_id, [p.idempotency_key for p in expired]),
+        )
+    return expired
+
+
+def _enqueue(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """Send ids to SQS, then mark the sent ones `queued` in one UPDATE. Returns the changed columns."""
+    if not ids:
+        return {}
+    result = queue.send([queue.Message(i, tenant_id) for i in ids])
+    if result.failed:
+        logger.warning("notifications left pending for the sweeper", extra={"count": len(result.failed)})
+    if not result.sent:
+        return {}
+    try:
+        with transaction() as conn:
+            rows = transition(
+                conn,
+                result.sent,
+                ["pending"],
+                "queued",
+                sets={"queued_at": datetime.now(UTC), "next_attempt_at": None},
+                returning="id, status, queued_at, updated_at, next_attempt_at",
+            )
+    except psycopg.Error:
+        # The messages are on the queue; the sender accepts `pending` rows too, so nothing is lost.
+        logger.exception("could not mark notifications queued")
+        return {}
+    return {row.pop("id"): row for row in rows}
+
+
+def get(tenant_id: UUID, notification_id: UUID) -> Notification:
+    with transaction() as conn:
+        row = conn.execute(
+            f"SELECT {COLUMNS} FROM notifications WHERE tenant_id = %s AND id = %s",
+            (tenant_id, notification_id),
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"notification {notification_id} not found")
+    return Notification.model_validate(row)
+
+
+def list_page(
+    tenant_id: UUID,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    status: str | None = None,
+    user_id: UUID | None = None,
+    channel: str | None = None,
+) -> Page[Notification]:
+    where = ["tenant_id = %s"]
+    params: list[Any] = [tenant_id]
+    for column, value in (("status", status), ("user_id", user_id), ("channel", channel)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if cursor:
+        created_at, last_id = pagination.decode(cursor)
+        where.append("(created_at, id) < (%s, %s)")
+        params += [created_at, last_id]
+    params.append(limit + 1)
+    with transaction() as conn:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            params,
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return Page[Notification](data=[Notification.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+def cancel(tenant_id: UUID, notification_id: UUID) -> Notification:
+    with transaction() as conn:
+        rows = transition(
+            conn,
+            [notification_id],
+            CANCELLABLE,
+            "cancelled",
+            tenant_id=tenant_id,
+            sets={"cancelled_at": datetime.now(UTC), "next_attempt_at": None},
+            returning=COLUMNS,
+        )
+        if rows:
+            return Notification.model_validate(rows[0])
+        row = conn.execute(
+            "SELECT status FROM notifications WHERE tenant_id = %s AND id = %s", (tenant_id, notification_id)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"notification {notification_id} not found")
+    raise Conflict(
+        f"a notification in status {row['status']!r} can no longer be cancelled",
+        [{"field": "status", "message": row["status"]}],
+    )
+
+
+def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:
+    with transaction() as conn:
+        rows = conn.execute(
+            "SELECT a.attempt_number, a.provider, a.outcome, a.error, a.provider_message_id, a.duration_ms,"
+            " a.created_at FROM notifications n"
+            " LEFT JOIN notification_attempts a ON a.notification_id = n.id"
+            " WHERE n.tenant_id = %s AND n.id = %s ORDER BY a.attempt_number, a.id",
+            (tenant_id, notification_id),
+        ).fetchall()
+    if not rows:
+        raise NotFound(f"notification {notification_id} not found")
+    return [Attempt.model_validate(r) for r in rows if r["attempt_number"] is not None]

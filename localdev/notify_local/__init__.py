@@ -1,0 +1,1 @@
+"""Local development helpers: start PostgreSQL, Redis and an SQS endpoint on loopback."""

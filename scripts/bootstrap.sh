@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Create the project's virtualenvs. Idempotent: a second run with an unchanged
+# pyproject.toml returns in well under a second.
+#
+#   .venv                      Python 3.12, `pip install -e '.[dev]'`
+#   .local/localstack-venv     Python 3.13, localstack-core (optional: without
+#                              Python 3.13 the tests fall back to moto's server)
+#
+# Environment overrides: PYTHON312=/path/to/python3.12, PYTHON313=/path/to/python3.13,
+# SKIP_LOCALSTACK=1 (don't build the LocalStack venv).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="$ROOT/.venv"
+STAMP="$VENV/.installed"
+LS_VENV="$ROOT/.local/localstack-venv"
+LS_STAMP="$LS_VENV/.installed"
+LS_PINS=("localstack-core[runtime]==2026.3.0" "cbor2<6" "pyopenssl<26" "cryptography<47" "service_identity")
+PIP_LOG="$ROOT/.local/pip-install.log"
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# is_python VERSION CANDIDATE: CANDIDATE runs and is exactly Python VERSION (e.g. 3.12).
+is_python() {
+    local want="$1" cand="$2"
+    [[ -n "$cand" ]] || return 1
+    "$cand" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$want' else 1)" \
+        >/dev/null 2>&1
+}
+
+# find_python VERSION: print the path of a working interpreter for VERSION, or fail.
+find_python() {
+    local want="$1" override="$2" cand root
+    local -a cands=()
+    [[ -n "$override" ]] && cands+=("$override")
+    # A pyenv shim on PATH may exist but refuse to run when the version isn't selected;
+    # is_python weeds those out.
+    cand="$(command -v "python$want" 2>/dev/null || true)"
+    [[ -n "$cand" ]] && cands+=("$cand")
+    for root in "${PYENV_ROOT:-}" "$HOME/.pyenv" "$(pyenv root 2>/dev/null || true)"; do
+        [[ -n "$root" && -d "$root/versions" ]] || continue
+        # newest patch release first
+        while IFS= read -r cand; do
+            cands+=("$cand/bin/python$want")
+        done < <(ls -d "$root/versions/$want".* "$root/versions/$want" 2>/dev/null | sort -rV)
+    done
+    cands+=("/usr/bin/python$want" "/usr/local/bin/python$want")
+    for cand in "${cands[@]}"; do
+        if is_python "$want" "$cand"; then
+            printf '%s\n' "$cand"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# pip_install VENV_PYTHON ARGS...: quiet install; full log in .local/pip-install.log on failure.
+pip_install() {
+    local py="$1"
+    shift
+    if ! "$py" -m pip install --disable-pip-version-check --progress-bar off -q "$@" \
+        >>"$PIP_LOG" 2>&1; then
+        log "pip install failed; last lines of $PIP_LOG:"
+        grep -v 'is ignored: it is neither a file nor a directory' "$PIP_LOG" | tail -n 30 >&2
+        return 1
+    fi
+}
+
+mkdir -p "$ROOT/.local"
+
+# ---------------------------------------------------------------- project venv (3.12)
+if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" && -x "$VENV/bin/python" ]] \
+    && is_python 3.12 "$VENV/bin/python"; then
+    log ".venv is up to date"
+else
+    if ! PY312="$(find_python 3.12 "${PYTHON312:-}")"; then
+        log "ERROR: Python 3.12 not found (looked for python3.12 on PATH and in pyenv's versions)."
+        log "       Install CPython 3.12 (e.g. 'pyenv install 3.12' where the network allows it)"
+        log "       or point PYTHON312 at an interpreter, then re-run."
+        exit 1
+    fi
+    log "creating .venv with $PY312"
+    start=$SECONDS
+    if [[ -x "$VENV/bin/python" ]] && ! is_python 3.12 "$VENV/bin/python"; then
+        log "existing .venv is not a working Python 3.12 venv; recreating it"
+        rm -rf "$VENV"
+    fi
+    [[ -x "$VENV/bin/python" ]] || "$PY312" -m venv "$VENV"
+    : >"$PIP_LOG"
+    pip_install "$VENV/bin/python" -e '.[dev]'
+    touch "$STAMP"
+    log ".venv ready ($((SECONDS - start)) s)"
+fi
+
+# ---------------------------------------------------------------- LocalStack venv (3.13)
+if [[ "${SKIP_LOCALSTACK:-0}" == 1 ]]; then
+    log "SKIP_LOCALSTACK=1: not building the LocalStack venv"
+    exit 0
+fi
+want_pins="${LS_PINS[*]}"
+if [[ -f "$LS_STAMP" && "$(cat "$LS_STAMP")" == "$want_pins" && -x "$LS_VENV/bin/python" ]] \
+    && is_python 3.13 "$LS_VENV/bin/python"; then
+    log ".local/localstack-venv is up to date"
+elif PY313="$(find_python 3.13 "${PYTHON313:-}")"; then
+    log "creating .local/localstack-venv with $PY313 (LocalStack runs on Python 3.13 only)"
+    start=$SECONDS
+    rm -f "$LS_STAMP"
+    if [[ -x "$LS_VENV/bin/python" ]] && ! is_python 3.13 "$LS_VENV/bin/python"; then
+        rm -rf "$LS_VENV"
+    fi
+    [[ -x "$LS_VENV/bin/python" ]] || "$PY313" -m venv "$LS_VENV"
+    : >"$PIP_LOG"
+    pip_install "$LS_VENV/bin/python" "${LS_PINS[@]}"
+    printf '%s' "$want_pins" >"$LS_STAMP"
+    log ".local/localstack-venv ready ($((SECONDS - start)) s)"
+else
+    log "Python 3.13 not found: no LocalStack venv; tests and 'make services' use moto's server instead"
+fi

@@ -1,0 +1,73 @@
+"""Test session set-up shared by every tier.
+
+Integration tests talk to a real PostgreSQL, Redis and SQS API. The services are found or started
+once, in the pytest controller process (before xdist starts its workers, which inherit the
+endpoints through the environment); each worker then gets its own database, Redis key prefix and
+queues, so runs and workers never see each other's rows or messages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("NOTIFY_TEST_RUN", uuid.uuid4().hex[:8])
+# Nothing in a test run may reach a real AWS account.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="test",
+    AWS_SECRET_ACCESS_KEY="test",
+    AWS_DEFAULT_REGION="us-east-1",
+    POWERTOOLS_TRACE_DISABLED="1",
+    POWERTOOLS_METRICS_NAMESPACE="NotificationPlatformTest",
+    POWERTOOLS_LOG_LEVEL=os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+)
+os.environ.pop("AWS_PROFILE", None)
+
+
+def _wants_integration(config: pytest.Config) -> bool:
+    args = [str(a) for a in config.args] or ["tests"]
+    marker = config.getoption("-m") or ""
+    if "not integration" in marker:
+        return False
+    return any("unit" not in Path(a.split("::")[0]).parts for a in args)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("NOTIFY_TEST_SQS"):
+        return
+    if not _wants_integration(config):
+        return
+    from notify_local import services
+
+    state = ROOT / ".local"
+    pg = services.ensure_postgres(os.environ.get("TEST_DATABASE_URL"), state)
+    redis_url = services.ensure_redis(os.environ.get("TEST_REDIS_URL"), state)
+    sqs = services.ensure_sqs(os.environ.get("TEST_SQS_ENDPOINT"), state)
+    os.environ.update(NOTIFY_TEST_PG=pg, NOTIFY_TEST_REDIS=redis_url, NOTIFY_TEST_SQS=sqs.endpoint_url)
+    os.environ["NOTIFY_TEST_SQS_KIND"] = sqs.kind
+    config.stash[_SQS] = sqs
+
+
+_SQS = pytest.StashKey["object"]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not os.environ.get("NOTIFY_TEST_SQS"):
+        return ["services: none (unit tests only)"]
+    kind = os.environ.get("NOTIFY_TEST_SQS_KIND")
+    note = " — moto's server, because Python 3.13 / LocalStack is absent" if kind == "moto" else ""
+    return [
+        f"postgres: {os.environ['NOTIFY_TEST_PG']}",
+        f"redis: {os.environ['NOTIFY_TEST_REDIS']}",
+        f"sqs: {os.environ['NOTIFY_TEST_SQS']} ({kind}){note}",
+    ]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sqs = config.stash.get(_SQS, None)
+    if sqs is not None and getattr(sqs, "kind", "") in ("moto", "localstack"):
+        sqs.stop()  # type: ignore[attr-defined]  # what this run started, it stops
