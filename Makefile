@@ -38,8 +38,9 @@ build: venv ## sam build (no container)
 migrate: venv ## apply database migrations (DATABASE_URL)
 	$(BIN)/notify-admin migrate
 
-bench: venv ## run every bench/*.py
-	@shopt -s nullglob; for f in bench/*.py; do echo "== $$f"; $(PY) "$$f"; done
+bench: venv ## run every benchmark script in bench/ (each prints its figures)
+	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
+	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
 
 services: venv ## start PostgreSQL, Redis and LocalStack/moto as needed; print their URLs
 	$(PY) -m notify_local.services up

@@ -143,7 +143,6 @@ def create_notification(body: Annotated[NotificationCreate, Body()]) -> Response
     (outcome,) = notifications.create(principal.tenant_id, [body], _idempotency_header())
     if outcome.error is not None:
         raise outcome.error
-    assert outcome.notification is not None
     metrics.add_metric(name="NotificationsAccepted", unit="Count", value=0 if outcome.replayed else 1)
     return json_response(200 if outcome.replayed else HTTPStatus.ACCEPTED, outcome.notification)
 

@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import boto3
-import psycopg
 import pytest
-from psycopg import sql
 
-from notify_core import auth, db, queue, ratelimit
-from notify_core.config import get_settings
+from notify_core import auth
 from notify_local.lambda_env import LambdaContext, load_handler, rest_event
-from notify_local.stack import Stack
+from notify_local.sandbox import Sandbox as ServiceEnv
+from notify_local.sandbox import reset_clients, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -28,69 +25,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def reset_clients() -> None:
-    """Forget every per-container client so the next use reads the current environment."""
-    get_settings.cache_clear()
-    db.close_pool()
-    ratelimit.reset_client()
-    queue.reset_client()
-    auth._cache.clear()
-
-
-@dataclass
-class ServiceEnv:
-    database_url: str
-    redis_url: str
-    sqs_endpoint: str
-    stack: Stack
-    sqs: Any
-
-    @property
-    def queue_url(self) -> str:
-        return self.stack.queues["NotificationsQueue"].url
-
-    @property
-    def dlq_url(self) -> str:
-        return self.stack.queues["NotificationsDLQ"].url
-
-
 @pytest.fixture(scope="session")
 def test_env() -> Iterator[ServiceEnv]:
     if not os.environ.get("NOTIFY_TEST_SQS"):
         pytest.fail("integration services were not started (see tests/conftest.py)")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-    run = os.environ["NOTIFY_TEST_RUN"]
-    name = f"notify_test_{run}_{worker}"
-    admin = os.environ["NOTIFY_TEST_PG"]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database_url = psycopg.conninfo.make_conninfo(admin, dbname=name)
-    db.migrate(database_url)
-
-    sqs = boto3.client("sqs", endpoint_url=os.environ["NOTIFY_TEST_SQS"], region_name="us-east-1")
-    stack = Stack.load(
-        f"t{run}{worker}",
-        overrides={
-            "DatabaseUrl": database_url,
-            "RedisUrl": os.environ["NOTIFY_TEST_REDIS"],
-            "ApiKeyCacheSeconds": "0",
-        },
-    )
-    stack.create_queues(sqs)
-    env = stack.function_environment("ApiFunction")
-    env.update(
-        AWS_ENDPOINT_URL=os.environ["NOTIFY_TEST_SQS"],
-        REDIS_KEY_PREFIX=f"test:{run}:{worker}:",
-        POWERTOOLS_TRACE_DISABLED="1",
-        POWERTOOLS_LOG_LEVEL=os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-    )
-    os.environ.update(env)
-    reset_clients()
-    yield ServiceEnv(database_url, os.environ["NOTIFY_TEST_REDIS"], os.environ["NOTIFY_TEST_SQS"], stack, sqs)
-    reset_clients()
-    stack.delete_queues(sqs)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with sandbox(
+        f"notify_test_{os.environ['NOTIFY_TEST_RUN']}_{worker}",
+        os.environ["NOTIFY_TEST_PG"],
+        os.environ["NOTIFY_TEST_REDIS"],
+        os.environ["NOTIFY_TEST_SQS"],
+        overrides={"ApiKeyCacheSeconds": "0"},
+    ) as env:
+        yield env
 
 
 @pytest.fixture

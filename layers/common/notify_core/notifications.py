@@ -16,7 +16,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from . import pagination, queue
 from .config import get_settings
@@ -45,31 +44,39 @@ COLUMNS = (
     " last_error, provider_message_id, send_at, next_attempt_at, created_at, updated_at, queued_at, sent_at,"
     " failed_at, cancelled_at"
 )
-_INSERT_COLUMNS = (
-    "id, tenant_id, user_id, channel, provider, payload, category, status, idempotency_key, request_hash,"
-    " max_attempts, send_at, next_attempt_at"
+_INSERT = (
+    "INSERT INTO notifications (id, tenant_id, user_id, channel, provider, payload, category, status,"
+    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at)"
+    " SELECT r.id, %(tenant)s, r.user_id, r.channel, r.provider, r.payload::jsonb, r.category, r.status,"
+    " r.idem, r.hash, r.max_attempts, r.send_at,"
+    " CASE WHEN r.status = 'scheduled' THEN r.send_at ELSE %(grace)s::timestamptz END"
+    " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::text[], %(c3)s::text[], %(c4)s::text[],"
+    " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[])"
+    " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at)"
+    " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    f" RETURNING {COLUMNS}"
 )
-_PLACEHOLDERS = "(" + ", ".join(["%s"] * 13) + ")"
 
 
 @dataclass
 class Outcome:
-    """The result for one item of a create call: a notification (new or replayed) or an error."""
+    """The result for one item of a create call: a notification row (new or replayed) or an error."""
 
     index: int
-    notification: Notification | None = None
+    row: dict[str, Any] | None = None
     error: DomainError | None = None
     replayed: bool = False
+
+    @property
+    def notification(self) -> Notification:
+        assert self.row is not None, "an item that failed has no notification"
+        return Notification.model_validate(self.row)
 
     def as_batch_item(self) -> dict[str, Any]:
         if self.error is not None:
             return {"index": self.index, "error": self.error.body()["error"]}
-        assert self.notification is not None
-        item: dict[str, Any] = {
-            "index": self.index,
-            "id": str(self.notification.id),
-            "status": self.notification.status,
-        }
+        assert self.row is not None
+        item: dict[str, Any] = {"index": self.index, "id": str(self.row["id"]), "status": self.row["status"]}
         if self.replayed:
             item["idempotent_replay"] = True
         return item
@@ -101,6 +108,8 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
     if req.idempotency_key and header_key and req.idempotency_key != header_key:
         raise ValidationFailed.field("idempotency_key", "differs from the Idempotency-Key header")
     key = req.idempotency_key or header_key
+    if not key:  # the request hash only serves idempotency
+        return _Prepared(index, req, provider, payload, None, b"", uuid.uuid4())
     canonical = json.dumps(
         {
             "user_id": str(req.user_id) if req.user_id else None,
@@ -186,7 +195,7 @@ def create(
         if row is None:
             continue
         row.update(queued.get(p.row_id, {}))
-        outcomes[p.index].notification = Notification.model_validate(row)
+        outcomes[p.index].row = row
     return outcomes
 
 
@@ -197,32 +206,29 @@ def _insert(
     now: datetime,
     default_attempts: int,
 ) -> list[dict[str, Any]]:
+    """One INSERT for the whole batch: one array per column, so the statement text is constant."""
     if not items:
         return []
-    params: list[Any] = []
+    columns: list[list[Any]] = [[] for _ in range(11)]
     for p in items:
         scheduled = p.request.send_at is not None and p.request.send_at > now
-        params += [
+        row = (
             p.row_id,
-            tenant_id,
             p.request.user_id,
             p.request.channel,
             p.provider,
-            Jsonb(p.payload),
+            json.dumps(p.payload),
             p.request.category,
             "scheduled" if scheduled else "pending",
             p.idempotency_key,
             p.request_hash if p.idempotency_key else None,
             p.request.max_attempts or default_attempts,
             p.request.send_at,
-            p.request.send_at if scheduled else now + PENDING_GRACE,
-        ]
-    query = (
-        f"INSERT INTO notifications ({_INSERT_COLUMNS}) VALUES {', '.join([_PLACEHOLDERS] * len(items))}"
-        " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-        f" RETURNING {COLUMNS}"
-    )
-    return conn.execute(query.encode(), params).fetchall()
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    params = {"tenant": tenant_id, "grace": now + PENDING_GRACE} | {f"c{i}": c for i, c in enumerate(columns)}
+    return conn.execute(_INSERT, params).fetchall()
 
 
 def _resolve_idempotency(
@@ -259,7 +265,8 @@ def _resolve_idempotency(
                 [{"field": "idempotency_key", "message": "already used with a different request body"}],
             )
         else:
-            outcomes[p.index].notification = Notification.model_validate(row)
+            row.pop("request_hash")
+            outcomes[p.index].row = row
             outcomes[p.index].replayed = True
     if expired:
         conn.execute(

@@ -1,0 +1,55 @@
+"""Shared set-up for benchmarks: real services (found or started as the tests do) and a sandbox."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from notify_local import services
+from notify_local.sandbox import Sandbox, sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def bench_sandbox(label: str, overrides: dict[str, str] | None = None) -> Iterator[Sandbox]:
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+        POWERTOOLS_LOG_LEVEL="ERROR",
+        POWERTOOLS_METRICS_NAMESPACE="NotificationPlatformBench",
+    )
+    state = ROOT / ".local"
+    pg = services.ensure_postgres(os.environ.get("DATABASE_ADMIN_URL"), state)
+    redis_url = services.ensure_redis(os.environ.get("REDIS_URL"), state)
+    sqs = services.ensure_sqs(os.environ.get("AWS_ENDPOINT_URL"), state)
+    print(f"services: postgres {pg} | redis {redis_url} | sqs {sqs.endpoint_url} ({sqs.kind})")
+    try:
+        with sandbox(
+            f"notify_bench_{label}_{uuid.uuid4().hex[:6]}",
+            pg,
+            redis_url,
+            sqs.endpoint_url,
+            overrides=overrides,
+        ) as box:
+            yield box
+    finally:
+        if sqs.kind in ("moto", "localstack"):
+            sqs.stop()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def describe(values_ms: list[float]) -> str:
+    return (
+        f"p50 {percentile(values_ms, 50):.2f} ms, p99 {percentile(values_ms, 99):.2f} ms, "
+        f"mean {statistics.fmean(values_ms):.2f} ms"
+    )
