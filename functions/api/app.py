@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from notify_core import health, notifications, users
+from notify_core import dlq, health, notifications, users
 from notify_core.errors import DomainError
 from notify_core.http import JSON, RateLimitExceeded, admit, check_body, error_body
 from notify_core.models import (
@@ -194,6 +194,34 @@ def list_attempts(id: UUID) -> Response[str]:
     principal = caller("notifications:read")
     rows = notifications.attempts(principal.tenant_id, id)
     return json_response(200, {"data": [a.model_dump(mode="json") for a in rows]})
+
+
+@app.get("/api/v1/dlq", summary="Dead letters, newest first", tags=["dlq"])
+def list_dead_letters(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response[str]:
+    principal = caller("dlq:read")
+    return json_response(200, dlq.list_page(principal.tenant_id, limit=limit, cursor=cursor))
+
+
+@app.get("/api/v1/dlq/stats", summary="Dead letters by reason, channel and provider", tags=["dlq"])
+def dead_letter_stats() -> Response[str]:
+    principal = caller("dlq:read")
+    return json_response(200, dlq.stats(principal.tenant_id))
+
+
+@app.post("/api/v1/dlq/<id>/replay", summary="Send again with a fresh attempt budget", tags=["dlq"])
+def replay_dead_letter(id: UUID) -> Response[str]:
+    principal = caller("dlq:write")
+    return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal.tenant_id, id))
+
+
+@app.delete("/api/v1/dlq/<id>", summary="Discard a dead letter", tags=["dlq"])
+def delete_dead_letter(id: UUID) -> Response[str]:
+    principal = caller("dlq:write")
+    dlq.delete(principal.tenant_id, id)
+    return Response(HTTPStatus.NO_CONTENT, JSON, "")
 
 
 # ------------------------------------------------------------------ entry point

@@ -281,11 +281,12 @@ def test_functions_and_layer_have_build_inputs(template: dict[str, Any]) -> None
 
 def test_environment_variables_are_known_settings(template: dict[str, Any]) -> None:
     from notify_core.config import Settings
+    from notify_core.providers.base import ProviderSettings
 
     variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
     for function in _functions(template).values():
         variables |= set(function["Properties"].get("Environment", {}).get("Variables", {}))
-    settings = {field.upper() for field in Settings.model_fields}
+    settings = {field.upper() for field in (*Settings.model_fields, *ProviderSettings.model_fields)}
     unknown = {name for name in variables if not name.startswith("POWERTOOLS_")} - settings
     assert unknown == set()
 

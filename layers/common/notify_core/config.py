@@ -31,11 +31,35 @@ class Settings(BaseModel):
     idempotency_window_hours: int = Field(default=24, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)
     default_max_attempts: int = Field(default=5, ge=1, le=50)
+    # delivery
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    claim_lease_seconds: int = Field(default=120, ge=5)
+    send_concurrency: int = Field(default=10, ge=1, le=100)
+    provider_rate_limits: str = ""  # "sendgrid=100,twilio=10": messages per second per provider
+    recipient_hourly_caps: str = ""  # "sms=10,email=50": per recipient and channel, per hour
+    sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
+    sweep_max_batches: int = Field(default=20, ge=1)
+    dlq_retention_days: int = Field(default=30, ge=1)
+    attempt_retention_days: int = Field(default=90, ge=1)
+    cleanup_batch_size: int = Field(default=5000, ge=1)
 
     @field_validator("rate_limit_fail_mode", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("provider_rate_limits", "recipient_hourly_caps")
+    @classmethod
+    def _pairs(cls, value: str) -> str:
+        parse_pairs(value)
+        return value
+
+    def rate_for(self, provider: str) -> int | None:
+        return parse_pairs(self.provider_rate_limits).get(provider)
+
+    def cap_for(self, channel: str) -> int | None:
+        return parse_pairs(self.recipient_hourly_caps).get(channel)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -66,6 +90,18 @@ class Settings(BaseModel):
             f"postgresql://{data['username']}:{data['password']}@{data['host']}:{data.get('port', 5432)}"
             f"/{data.get('dbname', 'postgres')}"
         )
+
+
+@lru_cache(maxsize=32)
+def parse_pairs(text: str) -> dict[str, int]:
+    """'a=1,b=2' -> {'a': 1, 'b': 2}; positive integers only."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, number = part.partition("=")
+        if not sep or not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(f"expected name=positive integer, got {part!r}")
+        out[name.strip()] = int(number)
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -381,3 +381,8 @@ def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:
     if not rows:
         raise NotFound(f"notification {notification_id} not found")
     return [Attempt.model_validate(r) for r in rows if r["attempt_number"] is not None]
+
+
+def enqueue_pending(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, str]:
+    """Enqueue `pending` rows and mark the ones SQS took `queued`. Returns their new statuses."""
+    return {i: row["status"] for i, row in _enqueue(tenant_id, ids).items()}

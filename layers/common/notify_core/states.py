@@ -15,11 +15,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"queued", "sending", "cancelled", "failed"}),
     "scheduled": frozenset({"queued", "pending", "cancelled", "failed"}),
     "queued": frozenset({"sending", "cancelled", "failed", "suppressed"}),
-    "sending": frozenset({"sent", "retrying", "failed", "suppressed", "queued"}),
+    "sending": frozenset(
+        {"sent", "retrying", "failed", "suppressed", "queued", "sending"}
+    ),  # sending: re-claim after the lease expired
     "retrying": frozenset({"queued", "sending", "cancelled", "failed", "suppressed"}),
     "sent": frozenset({"delivered", "failed"}),
     "delivered": frozenset(),
-    "failed": frozenset({"queued"}),  # a replay from the dead-letter queue
+    "failed": frozenset({"pending"}),  # a replay from the dead-letter queue (then enqueued as usual)
     "cancelled": frozenset(),
     "suppressed": frozenset(),
 }
@@ -45,12 +47,15 @@ def transition(
     *,
     tenant_id: UUID | None = None,
     sets: dict[str, Any] | None = None,
+    where: sql.Composable | None = None,
+    where_params: Sequence[Any] = (),
     returning: str = "id",
 ) -> list[dict[str, Any]]:
     """Move `ids` that are in one of `from_states` to `to_state` in one UPDATE; return the moved rows.
 
     Rows in any other state are left alone, which makes duplicate deliveries and races harmless.
-    `sets` are extra column assignments (values as parameters; sql.SQL values are inlined as-is).
+    `sets` are extra column assignments (values as parameters; sql.SQL values are inlined as-is);
+    `where` is an extra condition (e.g. the claim's due-time guard).
     """
     states = check(from_states, to_state)
     assignments: list[sql.Composable] = [sql.SQL("status = %s, updated_at = now()")]
@@ -61,12 +66,56 @@ def transition(
         else:
             assignments.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
-    where = [sql.SQL("id = ANY(%s)"), sql.SQL("status = ANY(%s)")]
+    conditions: list[sql.Composable] = [sql.SQL("id = ANY(%s)"), sql.SQL("status = ANY(%s)")]
     params += [list(ids), list(states)]
     if tenant_id is not None:
-        where.append(sql.SQL("tenant_id = %s"))
+        conditions.append(sql.SQL("tenant_id = %s"))
         params.append(tenant_id)
+    if where is not None:
+        conditions.append(where)
+        params.extend(where_params)
     query = sql.SQL("UPDATE notifications SET {} WHERE {} RETURNING {}").format(
-        sql.SQL(", ").join(assignments), sql.SQL(" AND ").join(where), sql.SQL(returning)
+        sql.SQL(", ").join(assignments), sql.SQL(" AND ").join(conditions), sql.SQL(returning)
     )
     return conn.execute(query, params).fetchall()
+
+
+def apply_outcomes(
+    conn: psycopg.Connection[Any], from_state: str, outcomes: Sequence[tuple[UUID, str, dict[str, Any]]]
+) -> list[UUID]:
+    """Move many rows out of `from_state`, each to its own state with its own column values, in one
+    UPDATE (one array per column). `outcomes` holds (id, to_state, columns); every row must set the
+    same columns. Rows no longer in `from_state` are left alone. Returns the ids moved."""
+    if not outcomes:
+        return []
+    check([from_state], outcomes[0][1])
+    for _, to_state, _ in outcomes:
+        check([from_state], to_state)
+    names = list(outcomes[0][2])
+    arrays: list[list[Any]] = [[o[0] for o in outcomes], [o[1] for o in outcomes]]
+    arrays += [[o[2][name] for o in outcomes] for name in names]
+    types = ["uuid", "text", *(_SQL_TYPES[name] for name in names)]
+    query = sql.SQL(
+        "UPDATE notifications n SET status = o.status, updated_at = now(){sets}"
+        " FROM unnest({arrays}) AS o(id, status{cols}) WHERE n.id = o.id AND n.status = %s RETURNING n.id"
+    ).format(
+        sets=sql.SQL("").join(
+            sql.SQL(", {} = o.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in names
+        ),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types),
+        cols=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(n)) for n in names),
+    )
+    return [row["id"] for row in conn.execute(query, [*arrays, from_state]).fetchall()]
+
+
+# Column types for apply_outcomes' arrays.
+_SQL_TYPES = {
+    "attempt_count": "int",
+    "next_attempt_at": "timestamptz",
+    "claimed_until": "timestamptz",
+    "last_error": "text",
+    "provider_message_id": "text",
+    "provider_response": "jsonb",
+    "sent_at": "timestamptz",
+    "failed_at": "timestamptz",
+}

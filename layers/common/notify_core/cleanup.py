@@ -1,0 +1,43 @@
+"""Daily cleanup: dead letters, attempts and idempotency keys past their retention, in bounded
+batches (each batch its own short transaction, so the job never holds long locks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from .config import Settings, get_settings
+from .db import transaction
+from .observability import logger
+
+_JOBS = {
+    "dead_letters": "DELETE FROM notification_dlq WHERE id IN"
+    " (SELECT id FROM notification_dlq WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
+    "attempts": "DELETE FROM notification_attempts WHERE id IN"
+    " (SELECT id FROM notification_attempts WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
+    "idempotency_keys": "UPDATE notifications SET idempotency_key = NULL, request_hash = NULL WHERE id IN"
+    " (SELECT id FROM notifications WHERE idempotency_key IS NOT NULL AND created_at < %(cutoff)s LIMIT %(limit)s)",
+}
+
+
+def run(settings: Settings | None = None, max_batches: int = 100) -> dict[str, int]:
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    cutoffs = {
+        "dead_letters": now - timedelta(days=settings.dlq_retention_days),
+        "attempts": now - timedelta(days=settings.attempt_retention_days),
+        "idempotency_keys": now - timedelta(hours=settings.idempotency_window_hours),
+    }
+    removed: dict[str, int] = {}
+    for job, statement in _JOBS.items():
+        total = 0
+        for _ in range(max_batches):
+            with transaction() as conn:
+                count = conn.execute(
+                    statement, {"cutoff": cutoffs[job], "limit": settings.cleanup_batch_size}
+                ).rowcount
+            total += count
+            if count < settings.cleanup_batch_size:
+                break
+        removed[job] = total
+    logger.info("cleanup done", extra=removed)
+    return removed

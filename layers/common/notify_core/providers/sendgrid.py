@@ -1,0 +1,121 @@
+"""Email through SendGrid's v3 mail send API, with the ``sendgrid`` SDK (imported when first built).
+
+The SDK talks through ``python_http_client`` over urllib: HTTP errors arrive as
+``python_http_client.exceptions.HTTPError`` (status, body, headers); timeouts and refused
+connections as the standard library's ``TimeoutError`` / ``urllib.error.URLError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    OutgoingMessage,
+    PermanentProviderError,
+    ProviderError,
+    ProviderSettings,
+    Receipt,
+    classify_http_status,
+    classify_transport_error,
+    error_text,
+    header,
+    invalid_payload,
+    json_or_none,
+    not_configured,
+    parse_retry_after,
+    unexpected_error,
+)
+
+NAME = "sendgrid"
+
+
+def classify_sendgrid_error(status: int, body: bytes | str | None, retry_after: str | None) -> ProviderError:
+    """A non-2xx reply of ``POST /v3/mail/send`` -> the typed error (pure; see base for the rules)."""
+    data = json_or_none(body)
+    messages: list[str] = []
+    if isinstance(data, dict):
+        for item in data.get("errors") or []:
+            if isinstance(item, dict) and item.get("message"):
+                field = f" ({item['field']})" if item.get("field") else ""
+                messages.append(f"{item['message']}{field}")
+    detail = "; ".join(messages) or error_text(body) or "no body"
+    return classify_http_status(
+        status,
+        f"SendGrid answered HTTP {status}: {detail}",
+        provider=NAME,
+        retry_after=parse_retry_after(retry_after),
+    )
+
+
+def build_mail_body(message: OutgoingMessage, default_from: str, mail_module: Any) -> dict[str, Any]:
+    """The v3 mail/send request body, built with the SDK's ``helpers.mail`` classes."""
+    payload = message.payload
+    sender = payload.get("from") or default_from
+    if not sender:
+        raise not_configured(NAME, "the payload has no 'from' and SENDGRID_DEFAULT_FROM is not set")
+    if not payload.get("to"):
+        raise PermanentProviderError("email payload has no 'to'", "invalid_payload", provider=NAME)
+    try:
+        mail = mail_module.Mail(
+            from_email=sender,
+            to_emails=payload["to"],
+            subject=payload["subject"],
+            plain_text_content=payload["body"],
+            html_content=payload.get("html") or None,
+        )
+        if payload.get("reply_to"):
+            mail.reply_to = mail_module.ReplyTo(payload["reply_to"])
+        # Come back on SendGrid's event webhook, so delivery events find their notification.
+        mail.custom_arg = [
+            mail_module.CustomArg("notification_id", str(message.notification_id)),
+            mail_module.CustomArg("tenant_id", str(message.tenant_id)),
+        ]
+        body: dict[str, Any] = mail.get()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise invalid_payload(NAME, exc) from exc
+    return body
+
+
+class SendGridProvider:
+    name = NAME
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        from python_http_client.exceptions import HTTPError
+        from sendgrid import SendGridAPIClient
+        from sendgrid.helpers import mail
+
+        self._mail = mail
+        self._http_error: type[Exception] = HTTPError
+        self._default_from = settings.sendgrid_default_from
+        self._api_key = settings.sendgrid_api_key.get_secret_value()
+        self._client: Any = None
+        if self._api_key:
+            self._client = SendGridAPIClient(api_key=self._api_key, host=settings.sendgrid_base_url)
+            # Every request built from this client inherits the timeout (python_http_client copies it
+            # into each child client); urllib applies it to connect and to each socket read.
+            self._client.client.timeout = settings.provider_timeout_seconds
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        if self._client is None:
+            raise not_configured(NAME, "SENDGRID_API_KEY is not set")
+        body = build_mail_body(message, self._default_from, self._mail)
+        try:
+            response = self._client.send(body)
+        except self._http_error as exc:
+            raise classify_sendgrid_error(
+                int(getattr(exc, "status_code", 0) or 0),
+                getattr(exc, "body", None),
+                header(getattr(exc, "headers", None), "Retry-After"),
+            ) from exc
+        except Exception as exc:  # every other exception is mapped explicitly here
+            raise (
+                classify_transport_error(exc, provider=NAME) or unexpected_error(exc, provider=NAME)
+            ) from exc
+        status = int(response.status_code)
+        if not 200 <= status < 300:
+            raise classify_sendgrid_error(status, response.body, header(response.headers, "Retry-After"))
+        message_id = header(response.headers, "X-Message-Id")
+        return Receipt(
+            provider_message_id=message_id,
+            response={"provider": NAME, "status_code": status, "message_id": message_id},
+        )

@@ -1,0 +1,404 @@
+"""The delivery pipeline over real services: API → SQS → sender (the real provider SDKs talking to
+the stub) → PostgreSQL; retries, dead letters, SQS redrive → DLQ processor, and the sweeper."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from notify_core import providers
+from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
+from notify_local.provider_stub import ProviderStub
+from notify_local.stack import Stack
+
+from .conftest import Api, ServiceEnv
+
+EMAIL = {
+    "to": "ada@example.com",
+    "from": "ops@example.com",
+    "subject": "Hi",
+    "body": "Hello",
+    "html": "<p>Hello</p>",
+}
+SMS = {"to": "+14155550100", "body": "Your code is 123456"}
+PUSH = {"token": "device-token-1", "title": "Ping", "body": "You have mail", "data": {"k": "v"}}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[ProviderStub]:
+    with ProviderStub() as server:
+        yield server
+
+
+@dataclass
+class Pipeline:
+    env: ServiceEnv
+    stack: Stack
+    stub: ProviderStub
+
+    @property
+    def queue(self) -> str:
+        return self.stack.queues["NotificationsQueue"].url
+
+    @property
+    def dlq(self) -> str:
+        return self.stack.queues["NotificationsDLQ"].url
+
+    def receive(self, queue_url: str | None = None, wait: int = 1, rounds: int = 3) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        for _ in range(rounds):
+            reply = self.env.sqs.receive_message(
+                QueueUrl=queue_url or self.queue,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            got += reply.get("Messages", [])
+            if got:
+                break
+        return got
+
+    def invoke(
+        self, function: str, messages: list[dict[str, Any]], queue: str = "NotificationsQueue"
+    ) -> dict[str, Any]:
+        """Invoke a queue consumer as Lambda's event source mapping does, and delete what it did not
+        report as failed (ReportBatchItemFailures)."""
+        arn = self.stack.queues[queue].arn
+        handler = load_handler(f"functions/{function}/", "app.handler")
+        reply = handler(sqs_event(messages, arn), LambdaContext(function, 512, 30))
+        failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                self.env.sqs.delete_message(
+                    QueueUrl=self.stack.queues[queue].url, ReceiptHandle=m["ReceiptHandle"]
+                )
+        return reply
+
+    def drain_sender(self, rounds: int = 10) -> None:
+        for _ in range(rounds):
+            messages = self.receive(rounds=1)
+            if not messages:
+                return
+            self.invoke("sender", messages)
+
+    def row(self, notification_id: str) -> dict[str, Any]:
+        with psycopg.connect(self.env.database_url, row_factory=dict_row) as conn:
+            row = conn.execute("SELECT * FROM notifications WHERE id = %s", (notification_id,)).fetchone()
+            assert row is not None
+            row["attempts"] = conn.execute(
+                "SELECT * FROM notification_attempts WHERE notification_id = %s ORDER BY attempt_number",
+                (notification_id,),
+            ).fetchall()
+            row["dead_letters"] = conn.execute(
+                "SELECT * FROM notification_dlq WHERE notification_id = %s", (notification_id,)
+            ).fetchall()
+        return row
+
+    def sql(self, statement: str, *params: Any) -> None:
+        with psycopg.connect(self.env.database_url) as conn:
+            conn.execute(statement, params)
+
+
+@pytest.fixture
+def pipeline(
+    test_env: ServiceEnv, stub: ProviderStub, settings_env: Callable[..., None]
+) -> Iterator[Pipeline]:
+    stub.reset()
+    stack = Stack.load(f"d{uuid.uuid4().hex[:10]}", overrides={"MaxReceiveCount": "2"})
+    stack.create_queues(test_env.sqs)
+    settings_env(
+        NOTIFICATIONS_QUEUE_URL=stack.queues["NotificationsQueue"].url,
+        RETRY_BASE_SECONDS="1",
+        RETRY_CAP_SECONDS="2",
+        **stub.env(),
+    )
+    providers.reset_providers()
+    yield Pipeline(test_env, stack, stub)
+    providers.reset_providers()
+    stack.delete_queues(test_env.sqs)
+
+
+class Exploding:
+    """A provider whose send hits a bug: what the sender must report, not swallow."""
+
+    name = "console"
+
+    def send(self, message: object) -> object:
+        raise RuntimeError("simulated bug in a provider")
+
+
+@pytest.fixture
+def exploding_console(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(providers._providers, "console", Exploding())
+
+
+def create(api: Api, channel: str, payload: dict[str, Any], **extra: Any) -> str:
+    reply = api("POST", "/api/v1/notifications", {"channel": channel, "payload": payload, **extra})
+    assert reply.status == 202, reply.raw
+    return str(reply.json["id"])
+
+
+def test_each_provider_sends_through_its_sdk(api: Api, pipeline: Pipeline) -> None:
+    # Given one notification per channel, through the real SendGrid, Twilio and FCM SDKs
+    ids = [create(api, "email", EMAIL), create(api, "sms", SMS), create(api, "push", PUSH)]
+    # When the sender processes the queue
+    messages = pipeline.receive()
+    assert len(messages) == 3
+    reply = pipeline.invoke("sender", messages)
+    # Then every one is sent, with the provider's message id and an attempt row
+    assert reply == {"batchItemFailures": []}
+    for nid in ids:
+        row = pipeline.row(nid)
+        assert row["status"] == "sent", row["last_error"]
+        assert row["provider_message_id"]
+        assert row["attempt_count"] == 1
+        assert [a["outcome"] for a in row["attempts"]] == ["sent"]
+    # And each request as the stub recorded it carries the right fields
+    (mail,) = pipeline.stub.requests("sendgrid")
+    assert mail.body["personalizations"][0]["to"] == [{"email": "ada@example.com"}]
+    assert mail.body["from"]["email"] == "ops@example.com"
+    assert mail.body["subject"] == "Hi"
+    assert {c["type"]: c["value"] for c in mail.body["content"]} == {
+        "text/plain": "Hello",
+        "text/html": "<p>Hello</p>",
+    }
+    (sms,) = pipeline.stub.requests("twilio")
+    assert sms.body["To"] in ("+14155550100", ["+14155550100"])
+    assert str(sms.body["Body"]).strip("[]'") == "Your code is 123456"
+    (push,) = pipeline.stub.requests("fcm")
+    message = push.body["message"]
+    assert message["token"] == "device-token-1"
+    assert message["notification"] == {"title": "Ping", "body": "You have mail"}
+    assert message["data"] == {"k": "v"}
+
+
+def test_mixed_batch_reports_exactly_the_failing_records(
+    api: Api, pipeline: Pipeline, exploding_console: None
+) -> None:
+    ok = create(api, "email", EMAIL)
+    # a message whose body is not a notification message, and one whose processing raises
+    pipeline.env.sqs.send_message(QueueUrl=pipeline.queue, MessageBody="not json")
+    boom = create(api, "email", EMAIL, provider="console")
+    messages = pipeline.receive()
+    by_body = {m["Body"]: m["MessageId"] for m in messages}
+    assert len(messages) == 3
+    reply = pipeline.invoke("sender", messages)
+    expected = sorted([by_body["not json"], next(i for b, i in by_body.items() if boom in b)])
+    assert sorted(f["itemIdentifier"] for f in reply["batchItemFailures"]) == expected
+    assert pipeline.row(ok)["status"] == "sent"
+    # the claim of the record that raised was given back, so SQS's redelivery can take it
+    assert pipeline.row(boom)["status"] == "queued"
+
+
+def test_duplicate_delivery_sends_once(api: Api, pipeline: Pipeline) -> None:
+    nid = create(api, "sms", SMS)
+    (message,) = pipeline.receive()
+    duplicate = dict(message, MessageId=str(uuid.uuid4()))
+    reply = pipeline.invoke("sender", [message, duplicate])
+    assert reply == {"batchItemFailures": []}
+    pipeline.env.sqs.send_message(QueueUrl=pipeline.queue, MessageBody=message["Body"])  # a late duplicate
+    pipeline.drain_sender()
+    assert len(pipeline.stub.requests("twilio")) == 1
+    assert pipeline.row(nid)["attempt_count"] == 1
+
+
+def test_cancelled_notification_is_not_sent(api: Api, pipeline: Pipeline) -> None:
+    nid = create(api, "email", EMAIL)
+    assert api("POST", f"/api/v1/notifications/{nid}/cancel").status == 200
+    pipeline.drain_sender()
+    assert pipeline.stub.requests("sendgrid") == []
+    assert pipeline.row(nid)["status"] == "cancelled"
+
+
+def test_transient_errors_retry_with_backoff_then_send(api: Api, pipeline: Pipeline) -> None:
+    # Given a provider failing twice with 5xx, then recovering
+    pipeline.stub.configure("sendgrid", fail_next=2, failure="5xx")
+    nid = create(api, "email", EMAIL)
+    # When the sender takes the first attempt
+    before = datetime.now(UTC)
+    pipeline.invoke("sender", pipeline.receive())
+    row = pipeline.row(nid)
+    # Then it waits in the backoff window (base 1 s: between 0.5 and 1 s), back on the queue delayed
+    assert row["status"] == "queued"
+    assert row["attempt_count"] == 1
+    assert (
+        before + timedelta(seconds=0.5) <= row["next_attempt_at"] <= datetime.now(UTC) + timedelta(seconds=1)
+    )
+    assert row["attempts"][0]["outcome"] == "transient_error"
+    assert "503" in (row["last_error"] or "") or "5" in (row["last_error"] or "")
+    # And after the delays it is sent on the third attempt
+    deadline = time.monotonic() + 20
+    while pipeline.row(nid)["status"] != "sent" and time.monotonic() < deadline:
+        pipeline.drain_sender(rounds=1)
+    row = pipeline.row(nid)
+    assert row["status"] == "sent"
+    assert [a["outcome"] for a in row["attempts"]] == ["transient_error", "transient_error", "sent"]
+    assert len(pipeline.stub.requests("sendgrid")) == 3
+
+
+def test_retry_after_is_honoured(api: Api, pipeline: Pipeline) -> None:
+    pipeline.stub.configure("twilio", fail_next=1, failure="429", retry_after=30)
+    nid = create(api, "sms", SMS)
+    pipeline.invoke("sender", pipeline.receive())
+    row = pipeline.row(nid)
+    assert row["status"] == "queued"
+    assert row["next_attempt_at"] >= datetime.now(UTC) + timedelta(seconds=25)
+
+
+def test_permanent_error_goes_straight_to_a_dead_letter(api: Api, pipeline: Pipeline) -> None:
+    pipeline.stub.configure("fcm", fail_next=1, failure="permanent")
+    nid = create(api, "push", PUSH)
+    pipeline.drain_sender()
+    row = pipeline.row(nid)
+    assert row["status"] == "failed"
+    assert row["attempt_count"] == 1
+    (letter,) = row["dead_letters"]
+    assert letter["reason"] == "permanent_error"
+    assert letter["attempt_count"] == 1
+    assert letter["last_error"]
+
+
+def test_exhausted_budget_goes_to_a_dead_letter(api: Api, pipeline: Pipeline) -> None:
+    pipeline.stub.configure("sendgrid", fail_rate=1.0, failure="5xx")
+    nid = create(api, "email", EMAIL, max_attempts=2)
+    deadline = time.monotonic() + 20
+    while pipeline.row(nid)["status"] != "failed" and time.monotonic() < deadline:
+        pipeline.drain_sender(rounds=1)
+    row = pipeline.row(nid)
+    assert row["status"] == "failed"
+    assert row["attempt_count"] == 2
+    assert [d["reason"] for d in row["dead_letters"]] == ["max_attempts"]
+    # and the DLQ API shows it, counts it, and replays it with a fresh budget
+    letters = api("GET", "/api/v1/dlq").json["data"]
+    letter = next(d for d in letters if d["notification_id"] == nid)
+    stats = api("GET", "/api/v1/dlq/stats").json
+    assert stats["by_reason"]["max_attempts"] >= 1
+    assert stats["by_channel"]["email"] >= 1
+    pipeline.stub.configure("sendgrid")
+    replay = api("POST", f"/api/v1/dlq/{letter['id']}/replay")
+    assert replay.status == 202
+    assert replay.json["status"] == "queued"
+    assert api("POST", f"/api/v1/dlq/{letter['id']}/replay").status == 409
+    pipeline.drain_sender()
+    row = pipeline.row(nid)
+    assert row["status"] == "sent"
+    assert row["attempt_count"] == 1  # the fresh budget
+
+
+def test_raising_record_is_redriven_to_the_dlq_processor(
+    api: Api, pipeline: Pipeline, exploding_console: None
+) -> None:
+    # Given a record whose processing raises, on a queue with a 1 s visibility timeout (redrive after 2)
+    pipeline.env.sqs.set_queue_attributes(QueueUrl=pipeline.queue, Attributes={"VisibilityTimeout": "1"})
+    nid = create(api, "email", EMAIL, provider="console")
+    # When the sender fails it twice (SQS redelivers it after the visibility timeout each time)
+    for _ in range(2):
+        messages = pipeline.receive(wait=2, rounds=3)
+        assert len(messages) == 1
+        assert pipeline.invoke("sender", messages)["batchItemFailures"] == [
+            {"itemIdentifier": messages[0]["MessageId"]}
+        ]
+    # Then SQS's redrive moves it to the DLQ on the next receive, where the DLQ processor records it
+    assert pipeline.receive(wait=2, rounds=2) == []
+    dead = pipeline.receive(pipeline.dlq, wait=2, rounds=5)
+    assert len(dead) == 1
+    assert pipeline.invoke("dlq_processor", dead, queue="NotificationsDLQ") == {"batchItemFailures": []}
+    row = pipeline.row(nid)
+    assert row["status"] == "failed"
+    assert [d["reason"] for d in row["dead_letters"]] == ["redrive"]
+    # idempotently: the same DLQ message processed again adds nothing
+    assert pipeline.invoke("dlq_processor", dead, queue="NotificationsDLQ") == {"batchItemFailures": []}
+    assert len(pipeline.row(nid)["dead_letters"]) == 1
+
+
+def test_sweeper_picks_up_each_stranded_kind_exactly_once(api: Api, pipeline: Pipeline) -> None:
+    # Given one row of each kind the sweeper must move on
+    kinds = {}
+    for kind in ("pending", "retrying", "scheduled", "sending_expired", "retrying_later", "sending_live"):
+        kinds[kind] = create(api, "email", EMAIL)
+    for m in _receive_all(pipeline):  # the API's own messages: drop them (the rows below are rewritten)
+        pipeline.env.sqs.delete_message(QueueUrl=pipeline.queue, ReceiptHandle=m["ReceiptHandle"])
+    past, soon, later = (
+        "now() - interval '5 seconds'",
+        "now() + interval '5 minutes'",
+        "now() + interval '2 hours'",
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'pending', next_attempt_at = {past} WHERE id = %s",
+        kinds["pending"],
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'retrying', next_attempt_at = {past} WHERE id = %s",
+        kinds["retrying"],
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'scheduled', next_attempt_at = {soon}, send_at = {soon} WHERE id = %s",
+        kinds["scheduled"],
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'sending', claimed_until = {past} WHERE id = %s",
+        kinds["sending_expired"],
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'retrying', next_attempt_at = {later} WHERE id = %s",
+        kinds["retrying_later"],
+    )
+    pipeline.sql(
+        f"UPDATE notifications SET status = 'sending', claimed_until = {soon} WHERE id = %s",
+        kinds["sending_live"],
+    )
+    # When two sweepers race
+    sweeper = load_handler("functions/retry_sweeper/", "app.handler")
+    results: list[dict[str, Any]] = []
+    event = {
+        "version": "0",
+        "id": "x",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": {},
+    }
+    threads = [
+        threading.Thread(target=lambda: results.append(sweeper(event, LambdaContext("sweeper", 256, 55))))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then each due row was enqueued exactly once, and the others were left alone
+    assert sum(sum(r["enqueued"].values()) for r in results) == 4
+    bodies = [m["Body"] for m in _receive_all(pipeline)]
+    for kind in ("pending", "retrying", "sending_expired"):
+        assert sum(kinds[kind] in b for b in bodies) == 1, kind
+    for kind in ("pending", "retrying", "scheduled", "sending_expired"):
+        assert pipeline.row(kinds[kind])["status"] == "queued", kind
+    # the scheduled one was sent with the remaining delay: it is on the queue, not yet visible
+    attributes = pipeline.env.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert not any(kinds["scheduled"] in b for b in bodies)
+    assert not any(kinds["retrying_later"] in b or kinds["sending_live"] in b for b in bodies)
+    assert pipeline.row(kinds["retrying_later"])["status"] == "retrying"
+    assert pipeline.row(kinds["sending_live"])["status"] == "sending"
+
+
+def _receive_all(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every message visible on the queue now (each received once: the visibility timeout hides it)."""
+    got: list[dict[str, Any]] = []
+    for _ in range(5):
+        batch = pipeline.receive(rounds=1)
+        if not batch:
+            break
+        got += batch
+    return got
