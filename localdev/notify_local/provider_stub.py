@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -323,10 +324,10 @@ def failure_reply(provider: str, behaviour: Behaviour, body: Any) -> Reply:
 class ProviderStub:
     """The stub server: ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread (port 0 = free port)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, max_records: int = 100_000) -> None:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._records: list[RecordedRequest] = []
+        self._records: deque[RecordedRequest] = deque(maxlen=max_records)  # oldest dropped (benchmarks)
         self._behaviour: dict[str, Behaviour] = {p: Behaviour() for p in PROVIDERS}
         self._tokens: set[str] = set()
         self._server = _Server((LOOPBACK, port), _Handler)
@@ -610,12 +611,16 @@ class ProviderStub:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the default (5) refuses bursts of concurrent sends
     stub: ProviderStub
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
+    # Headers and body go out as two writes: without TCP_NODELAY, Nagle + the client's delayed ACK
+    # add ~40 ms to every reply, which would distort every latency measured against the stub.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the record is the log

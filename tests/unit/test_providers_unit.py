@@ -282,9 +282,10 @@ def test_secrets_fill_what_the_environment_leaves_empty() -> None:
     assert "SG.from-secret" not in repr(s)
 
 
-def test_secret_is_fetched_once_with_boto3() -> None:
+def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto import mock_aws
 
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # an integration run may have set it
     forget_secrets()
     with mock_aws():
         import boto3

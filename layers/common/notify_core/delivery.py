@@ -35,11 +35,12 @@ from uuid import UUID
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from psycopg import sql
-from pydantic import BaseModel, Json, ValidationError
+from pydantic import Json, ValidationError
 
 from . import queue, ratelimit
 from .config import Settings, get_settings
 from .db import transaction
+from .dlq import record_dead_letters
 from .observability import logger, metrics
 from .providers import (
     OutgoingMessage,
@@ -47,6 +48,7 @@ from .providers import (
     TransientProviderError,
     get_provider,
 )
+from .queue import QueueMessage
 from .states import apply_outcomes, transition
 
 CLAIMABLE = ("pending", "queued", "retrying")
@@ -315,19 +317,6 @@ def _attempt_outcome(o: Outcome) -> str:
     return "permanent_error" if o.reason == "permanent_error" else "transient_error"
 
 
-def record_dead_letters(conn: Any, letters: list[tuple[UUID, str, str | None]]) -> None:
-    """One INSERT of dead letters; at most one open dead letter per notification (idempotent)."""
-    conn.execute(
-        "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, last_error,"
-        " attempt_count)"
-        " SELECT gen_random_uuid(), n.id, n.tenant_id, n.channel, n.provider, d.reason, d.error, n.attempt_count"
-        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(id, reason, error)"
-        " JOIN notifications n ON n.id = d.id"
-        " ON CONFLICT (notification_id) WHERE replayed_at IS NULL DO NOTHING",
-        [[i for i, _, _ in letters], [r for _, r, _ in letters], [e for _, _, e in letters]],
-    )
-
-
 def _requeue(batch: Batch, moved: set[UUID], now: datetime) -> None:
     """Retries due within SQS's 15-minute delay limit, deferred sends and early messages go back on
     the queue with DelaySeconds; the ones SQS took are marked `queued`. A failed send leaves the row
@@ -350,13 +339,6 @@ def _requeue(batch: Batch, moved: set[UUID], now: datetime) -> None:
     if promote:
         with transaction() as conn:
             transition(conn, promote, ["retrying"], "queued", sets={"queued_at": now})
-
-
-class QueueMessage(BaseModel):
-    """What the notifications queue carries: ids only; the database is the source of truth."""
-
-    id: UUID
-    tenant_id: UUID
 
 
 class NotificationRecord(SqsRecordModel):

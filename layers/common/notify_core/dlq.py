@@ -12,7 +12,6 @@ from pydantic import BaseModel
 
 from . import pagination
 from .db import transaction
-from .delivery import record_dead_letters
 from .errors import Conflict, NotFound
 from .models import Page
 from .notifications import enqueue_pending
@@ -35,6 +34,19 @@ class DeadLetter(BaseModel):
 
 
 COLUMNS = "id, notification_id, channel, provider, reason, last_error, attempt_count, created_at, replayed_at"
+
+
+def record_dead_letters(conn: Any, letters: list[tuple[UUID, str, str | None]]) -> None:
+    """One INSERT of dead letters; at most one open dead letter per notification (idempotent)."""
+    conn.execute(
+        "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, last_error,"
+        " attempt_count)"
+        " SELECT gen_random_uuid(), n.id, n.tenant_id, n.channel, n.provider, d.reason, d.error, n.attempt_count"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(id, reason, error)"
+        " JOIN notifications n ON n.id = d.id"
+        " ON CONFLICT (notification_id) WHERE replayed_at IS NULL DO NOTHING",
+        [[i for i, _, _ in letters], [r for _, r, _ in letters], [e for _, _, e in letters]],
+    )
 
 
 def record_redriven(ids: list[UUID], error: str = "redriven by SQS after maxReceiveCount receives") -> int:
