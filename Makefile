@@ -51,8 +51,8 @@ services-down: venv ## stop what `make services` (or the tests) started under .l
 services-status: venv ## are the local services up?
 	$(PY) -m notify_local.services status
 
-dev: venv ## run the local runtime
-	$(BIN)/notify-local
+dev: venv ## run the system locally (API on :3000 over local PostgreSQL, Redis, SQS)
+	$(PY) -m notify_local.devserver
 
 deploy: venv ## sam deploy --config-env $(ENV) (default, staging, prod)
 	$(SAM) deploy --config-env $(ENV)
