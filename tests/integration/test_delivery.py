@@ -402,3 +402,60 @@ def _receive_all(pipeline: Pipeline) -> list[dict[str, Any]]:
             break
         got += batch
     return got
+
+
+def test_provider_rate_defers_and_recipient_cap_suppresses(
+    api: Api, pipeline: Pipeline, settings_env: Callable[..., None]
+) -> None:
+    # Given at most 1 Twilio send per second, and at most 2 SMS per recipient per hour
+    settings_env(
+        PROVIDER_RATE_LIMITS="twilio=1",
+        RECIPIENT_HOURLY_CAPS="sms=2",
+        REDIS_KEY_PREFIX=f"cap-{uuid.uuid4().hex}:",
+    )
+    user = api("POST", "/api/v1/users", {"phone": "+14155550199"}).json["id"]
+    ids = [create(api, "sms", {"body": f"m{i}"}, user_id=user) for i in range(3)]
+    # When all three arrive in one batch
+    pipeline.invoke("sender", pipeline.receive())
+    rows = {nid: pipeline.row(nid) for nid in ids}
+    # Then one is sent and the others are deferred back to the queue without counting an attempt
+    assert sorted(r["status"] for r in rows.values()) == ["queued", "queued", "sent"]
+    deferred = [r for r in rows.values() if r["status"] == "queued"]
+    assert all(r["attempt_count"] == 0 and r["attempts"] == [] for r in deferred)
+    # And once the rate allows, the second is sent and the third hits the recipient cap
+    deadline = time.monotonic() + 15
+    while any(pipeline.row(n)["status"] == "queued" for n in ids) and time.monotonic() < deadline:
+        pipeline.drain_sender(rounds=1)
+    statuses = sorted(pipeline.row(n)["status"] for n in ids)
+    assert statuses == ["sent", "sent", "suppressed"]
+    suppressed = next(pipeline.row(n) for n in ids if pipeline.row(n)["status"] == "suppressed")
+    assert "recipient cap of 2 sms per hour" in suppressed["last_error"]
+    assert len(pipeline.stub.requests("twilio")) == 2
+
+
+def test_cleanup_removes_only_what_outlived_its_retention(api: Api, pipeline: Pipeline) -> None:
+    old, new = create(api, "email", EMAIL, idempotency_key=f"old-{uuid.uuid4()}"), create(api, "email", EMAIL)
+    for nid, age in ((old, "100 days"), (new, "1 minute")):
+        pipeline.sql(
+            "INSERT INTO notification_attempts (notification_id, tenant_id, attempt_number, provider, outcome,"
+            f" duration_ms, created_at) SELECT id, tenant_id, 1, 'sendgrid', 'sent', 5, now() - interval '{age}'"
+            " FROM notifications WHERE id = %s",
+            nid,
+        )
+        pipeline.sql(
+            "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, attempt_count,"
+            f" created_at) SELECT gen_random_uuid(), id, tenant_id, channel, provider, 'permanent_error', 1,"
+            f" now() - interval '{age}' FROM notifications WHERE id = %s",
+            nid,
+        )
+    pipeline.sql("UPDATE notifications SET created_at = now() - interval '2 days' WHERE id = %s", old)
+    cleanup = load_handler("functions/cleanup/", "app.handler")
+    removed = cleanup(
+        {"detail-type": "Scheduled Event", "source": "aws.events"}, LambdaContext("cleanup", 256, 300)
+    )
+    assert removed["dead_letters"] >= 1
+    assert removed["attempts"] >= 1
+    assert removed["idempotency_keys"] >= 1
+    old_row, new_row = pipeline.row(old), pipeline.row(new)
+    assert old_row["attempts"] == [] and old_row["dead_letters"] == [] and old_row["idempotency_key"] is None
+    assert len(new_row["attempts"]) == 1 and len(new_row["dead_letters"]) == 1
