@@ -51,8 +51,8 @@ services-down: venv ## stop what `make services` (or the tests) started under .l
 services-status: venv ## are the local services up?
 	$(PY) -m notify_local.services status
 
-dev: venv ## run the system locally (API on :3000 over local PostgreSQL, Redis, SQS)
-	$(PY) -m notify_local.devserver
+dev: venv ## run the whole system locally: API on :3000, SQS pollers, schedules, DLQ processing
+	$(BIN)/notify-local
 
 deploy: venv ## sam deploy --config-env $(ENV) (default, staging, prod)
 	$(SAM) deploy --config-env $(ENV)

@@ -42,16 +42,19 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-_loaded: dict[tuple[str, str], Handler] = {}
+_loaded: dict[tuple[str, str, int], Handler] = {}
 
 
-def load_handler(code_uri: str, handler: str) -> Handler:
-    """Import `module.function` from the CodeUri folder under a unique module name (no sys.path)."""
-    key = (code_uri, handler)
+def load_handler(code_uri: str, handler: str, instance: int = 0) -> Handler:
+    """Import `module.function` from the CodeUri folder (relative to the repository, or absolute)
+    under a unique module name (no sys.path). Each `instance` is a separate import with its own
+    module-level state, as each Lambda execution environment has."""
+    key = (code_uri, handler, instance)
     if key not in _loaded:
         module_name, func_name = handler.rsplit(".", 1)
         path = (ROOT / code_uri / f"{module_name.replace('.', '/')}.py").resolve()
-        unique = f"lambda_{path.parent.name}_{module_name}".replace(".", "_")
+        suffix = f"_env{instance}" if instance else ""
+        unique = f"lambda_{path.parent.name}_{module_name}{suffix}".replace(".", "_")
         spec = importlib.util.spec_from_file_location(unique, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {path}")
@@ -128,6 +131,15 @@ def rest_event(
     }
 
 
+# System attributes Lambda passes on only when the message has them (FIFO queues, X-Ray).
+OPTIONAL_ATTRIBUTES = ("AWSTraceHeader", "SequenceNumber", "MessageGroupId", "MessageDeduplicationId")
+
+
+def _binary(value: Any) -> Any:
+    """boto3 returns binary attribute values as bytes; the Lambda event carries them as base64."""
+    return base64.b64encode(value).decode() if isinstance(value, bytes | bytearray) else value
+
+
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     """The event Lambda's SQS event source mapping sends, from ReceiveMessage results (received
     with AttributeNames=['All'] and MessageAttributeNames=['All'])."""
@@ -146,11 +158,12 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
                     "ApproximateFirstReceiveTimestamp": attributes.get(
                         "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
                     ),
+                    **{k: attributes[k] for k in OPTIONAL_ATTRIBUTES if k in attributes},
                 },
                 "messageAttributes": {
                     name: {
                         "stringValue": value.get("StringValue"),
-                        "binaryValue": value.get("BinaryValue"),
+                        "binaryValue": _binary(value.get("BinaryValue")),
                         "stringListValues": [],
                         "binaryListValues": [],
                         "dataType": value.get("DataType", "String"),

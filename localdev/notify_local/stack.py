@@ -174,7 +174,12 @@ class Stack:
                     "maxReceiveCount": int(policy["maxReceiveCount"]),
                 }
             )
-        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        try:
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        except sqs.exceptions.QueueNameExists:
+            # it exists with other attributes (say MaxReceiveCount changed): bring it in line
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.queues[logical_id] = Queue(logical_id, name, url, arn)
         self.physical[logical_id] = url  # Ref of a queue is its URL
