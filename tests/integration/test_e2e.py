@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from notify_core import providers
 from notify_local.invoker import Invocation
@@ -170,7 +171,7 @@ def test_sweeper_schedule_enqueues_a_stranded_pending_row(system: System) -> Non
             "INSERT INTO notifications (id, tenant_id, channel, provider, payload, status, max_attempts,"
             " next_attempt_at) SELECT %s, tenant_id, 'email', 'sendgrid', %s, 'pending', 5,"
             " now() - interval '1 second' FROM api_keys WHERE key_hash = sha256(%s::bytea)",
-            (nid, psycopg.types.json.Jsonb(EMAIL), system.key.encode()),
+            (nid, Jsonb(EMAIL), system.key.encode()),
         )
     # Then the sweeper's schedule fires, enqueues it, and the sender sends it
     row = system.wait_status(nid, "sent")
