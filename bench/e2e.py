@@ -165,7 +165,7 @@ def report(database_url: str, args: argparse.Namespace, wait: float = 60) -> Non
             "SELECT extract(epoch FROM sent_at - created_at) * 1000, created_at, sent_at FROM notifications"
             " WHERE status = 'sent'"
         ).fetchall()
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             conn.execute("SELECT status, count(*) FROM notifications GROUP BY status").fetchall()
         )
     latencies = [float(r[0]) for r in rows]
