@@ -115,9 +115,9 @@ def main() -> None:
 
 
 COLD = """
-import time, os
+import time
+from notify_local.lambda_env import load_handler  # the loader (PyYAML, template code) is not Lambda's cost
 t0 = time.perf_counter()
-from notify_local.lambda_env import load_handler
 handler = load_handler({path!r}, "app.handler")
 print((time.perf_counter() - t0) * 1000)
 """
