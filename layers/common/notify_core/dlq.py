@@ -80,20 +80,9 @@ def record_redriven(ids: list[UUID], error: str = "redriven by SQS after maxRece
 
 
 def list_page(tenant_id: UUID, limit: int = 20, cursor: str | None = None) -> Page[DeadLetter]:
-    where = "tenant_id = %s AND replayed_at IS NULL"
-    params: list[Any] = [tenant_id]
-    if cursor:
-        created_at, last_id = pagination.decode(cursor)
-        where += " AND (created_at, id) < (%s, %s)"
-        params += [created_at, last_id]
-    with transaction() as conn:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM notification_dlq WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
-            [*params, limit + 1],
-        ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    rows, next_cursor = pagination.fetch_page(
+        "notification_dlq", COLUMNS, ["tenant_id = %s", "replayed_at IS NULL"], [tenant_id], limit, cursor
+    )
     return Page[DeadLetter](data=[DeadLetter.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 

@@ -328,20 +328,7 @@ def list_page(
         if value is not None:
             where.append(f"{column} = %s")
             params.append(value)
-    if cursor:
-        created_at, last_id = pagination.decode(cursor)
-        where.append("(created_at, id) < (%s, %s)")
-        params += [created_at, last_id]
-    params.append(limit + 1)
-    with transaction() as conn:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, id DESC LIMIT %s",
-            params,
-        ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    rows, next_cursor = pagination.fetch_page("notifications", COLUMNS, where, params, limit, cursor)
     return Page[Notification](data=[Notification.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 

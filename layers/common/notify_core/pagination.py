@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+from .db import transaction
 from .errors import ValidationFailed
 
 
@@ -25,6 +27,29 @@ def decode(cursor: str) -> tuple[datetime, UUID]:
         return when, UUID(row_id)
     except (ValueError, TypeError) as exc:
         raise ValidationFailed.field("cursor", "is not a cursor this API returned") from exc
+
+
+def fetch_page(
+    table: str, columns: str, where: list[str], params: list[Any], limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of `table` matching `where` (AND-ed, with `params`), newest first, `limit` at most, after
+    `cursor`; and the cursor of the next page (None on the last). One query: it asks for one row more
+    than the page to know whether another page exists. Table and column names are the caller's
+    constants, never input."""
+    conditions, values = list(where), list(params)
+    if cursor:
+        created_at, last_id = decode(cursor)
+        conditions.append("(created_at, id) < (%s, %s)")
+        values += [created_at, last_id]
+    with transaction() as conn:
+        rows = conn.execute(
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            [*values, limit + 1],
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None)
 
 
 def parse_limit(raw: str | None, default: int = 20, maximum: int = 100) -> int:
