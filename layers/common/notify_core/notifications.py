@@ -286,7 +286,11 @@ def _enqueue(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
     if not result.sent:
         return {}
     try:
-        with transaction() as conn:
+        with transaction() as conn, conn.pipeline():
+            # Losing this mark in a crash costs nothing: the row stays `pending`, its message is on
+            # SQS and the sender claims `pending` rows too (the sweeper's later duplicate is absorbed
+            # by the claim). So it need not wait for the WAL flush; the INSERT before it did.
+            conn.execute("SET LOCAL synchronous_commit = off")
             rows = transition(
                 conn,
                 result.sent,
