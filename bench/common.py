@@ -11,16 +11,15 @@ from pathlib import Path
 
 from notify_local import services
 from notify_local.sandbox import Sandbox, sandbox
+from notify_local.stack import LOCAL_AWS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
 def bench_sandbox(label: str, overrides: dict[str, str] | None = None) -> Iterator[Sandbox]:
+    os.environ.update(LOCAL_AWS_ENV)
     os.environ.update(
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION="us-east-1",
         POWERTOOLS_LOG_LEVEL="ERROR",
         POWERTOOLS_METRICS_NAMESPACE="NotificationPlatformBench",
     )

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from notify_local.stack import LOCAL_AWS_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NOTIFY_TEST_RUN", uuid.uuid4().hex[:8])
 # Nothing in a test run may reach a real AWS account.
+os.environ.update(LOCAL_AWS_ENV)
 os.environ.update(
-    AWS_ACCESS_KEY_ID="test",
-    AWS_SECRET_ACCESS_KEY="test",
-    AWS_DEFAULT_REGION="us-east-1",
     POWERTOOLS_TRACE_DISABLED="1",
     POWERTOOLS_METRICS_NAMESPACE="NotificationPlatformTest",
     POWERTOOLS_LOG_LEVEL=os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),

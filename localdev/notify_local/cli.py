@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .overrides import Overrides, OverridesError, classify, parse_pairs, read_overrides
-from .stack import REGION, ROOT, TEMPLATE, Stack
+from .stack import LOCAL_AWS_ENV, REGION, ROOT, TEMPLATE, Stack
 
 log = logging.getLogger("notify_local")
 
@@ -355,9 +355,7 @@ def _serve(
     # ---- the functions' environment (see merge_environments for why one os.environ is enough)
     runtime_env = {
         "AWS_ENDPOINT_URL": sqs_service.endpoint_url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": REGION,
+        **LOCAL_AWS_ENV,
         "AWS_REGION": REGION,
         "POWERTOOLS_TRACE_DISABLED": "1",
     }

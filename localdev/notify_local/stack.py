@@ -17,6 +17,8 @@ TEMPLATE = ROOT / "template.yaml"
 ACCOUNT_ID = "000000000000"
 REGION = "us-east-1"
 NO_VALUE = object()
+# What every local process talking to LocalStack/moto uses: never a real account's credentials.
+LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION}
 
 _QUEUE_ATTRIBUTES = (
     "DelaySeconds",

@@ -29,6 +29,7 @@ from notify_core.providers import (
     reset_providers,
 )
 from notify_core.providers.base import (
+    ENV_NAMES,
     ProviderSettingsError,
     classify_http_status,
     classify_transport_error,
@@ -51,21 +52,7 @@ SDK_MODULES = (
     "requests",
     "httpx",
 )
-PROVIDER_ENV = (
-    "SENDGRID_API_KEY",
-    "SENDGRID_BASE_URL",
-    "SENDGRID_DEFAULT_FROM",
-    "TWILIO_ACCOUNT_SID",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_FROM_NUMBER",
-    "TWILIO_MESSAGING_SERVICE_SID",
-    "TWILIO_BASE_URL",
-    "FCM_SERVICE_ACCOUNT_JSON",
-    "FCM_PROJECT_ID",
-    "FCM_BASE_URL",
-    "PROVIDER_TIMEOUT_SECONDS",
-    "PROVIDER_SECRETS_ARN",
-)
+PROVIDER_ENV = ENV_NAMES
 
 
 @pytest.fixture(autouse=True)

@@ -321,17 +321,19 @@ def _requeue(batch: Batch, moved: set[UUID], now: datetime) -> None:
     """Retries due within SQS's 15-minute delay limit, deferred sends and early messages go back on
     the queue with DelaySeconds; the ones SQS took are marked `queued`. A failed send leaves the row
     `retrying` for the sweeper — nothing is lost."""
-    messages: list[queue.Message] = []
-    retrying: set[UUID] = set()
-    for o in batch.outcomes:
-        if o.kind == "retry" and o.notification_id in moved and o.delay_s <= queue.MAX_DELAY_SECONDS:
-            retrying.add(o.notification_id)
-        elif o.kind == "early" or (o.kind == "deferred" and o.notification_id in moved):
-            pass
-        else:
-            continue
-        assert o.tenant_id is not None
-        messages.append(queue.Message(o.notification_id, o.tenant_id, round(o.delay_s)))
+    retrying = {
+        o.notification_id
+        for o in batch.outcomes
+        if o.kind == "retry" and o.notification_id in moved and o.delay_s <= queue.MAX_DELAY_SECONDS
+    }
+    back = [
+        o
+        for o in batch.outcomes
+        if o.notification_id in retrying
+        or o.kind == "early"
+        or (o.kind == "deferred" and o.notification_id in moved)
+    ]
+    messages = [queue.Message(o.notification_id, o.tenant_id, round(o.delay_s)) for o in back if o.tenant_id]
     if not messages:
         return
     result = queue.send(messages)

@@ -87,9 +87,11 @@ def _send_chunk(queue_url: str, chunk: Sequence[Message]) -> SendResult:
     ]
     result = SendResult()
     client = get_sqs()
+    from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
+
     try:
         reply = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    except (client.exceptions.ClientError, _botocore_errors()) as exc:
+    except (BotoCoreError, ClientError) as exc:
         logger.warning(
             "SendMessageBatch failed; rows stay pending for the sweeper", extra={"error": str(exc)}
         )
@@ -101,12 +103,6 @@ def _send_chunk(queue_url: str, chunk: Sequence[Message]) -> SendResult:
     if failed:
         logger.warning("SQS refused some entries", extra={"failed": reply.get("Failed")})
     return result
-
-
-def _botocore_errors() -> type[Exception]:
-    from botocore.exceptions import BotoCoreError
-
-    return BotoCoreError
 
 
 def send(messages: Sequence[Message], queue_url: str | None = None) -> SendResult:

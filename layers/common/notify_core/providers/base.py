@@ -290,20 +290,6 @@ def json_or_none(body: bytes | str | None) -> Any:
 
 # ---------------------------------------------------------------- settings
 
-SECRET_KEYS = (
-    "SENDGRID_API_KEY",
-    "SENDGRID_BASE_URL",
-    "SENDGRID_DEFAULT_FROM",
-    "TWILIO_ACCOUNT_SID",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_FROM_NUMBER",
-    "TWILIO_MESSAGING_SERVICE_SID",
-    "TWILIO_BASE_URL",
-    "FCM_SERVICE_ACCOUNT_JSON",
-    "FCM_PROJECT_ID",
-    "FCM_BASE_URL",
-)
-
 
 class ProviderSettingsError(ValueError):
     """A provider setting is malformed (not merely missing)."""
@@ -368,6 +354,10 @@ class ProviderSettings(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
             raise ProviderSettingsError(f"invalid provider settings: {problems}") from exc
 
+
+# Every provider setting's environment variable; all but these two may also come from the secret.
+ENV_NAMES = tuple(name.upper() for name in ProviderSettings.model_fields)
+SECRET_KEYS = tuple(n for n in ENV_NAMES if n not in ("PROVIDER_TIMEOUT_SECONDS", "PROVIDER_SECRETS_ARN"))
 
 _secret_cache: dict[str, dict[str, Any]] = {}
 _secret_lock = threading.Lock()
