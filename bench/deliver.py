@@ -94,7 +94,7 @@ def main() -> None:
                     "SELECT id, tenant_id, payload FROM notifications WHERE id = %s", (nid,)
                 ).fetchone()
                 assert row is not None
-                provider.send(OutgoingMessage(row[0], row[1], "email", "sendgrid", row[2], 1))
+                provider.send(OutgoingMessage.build(row[0], row[1], "email", "sendgrid", row[2], 1))
                 conn.execute(
                     "UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", (nid,)
                 )

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from notify_core import providers
+from notify_core import clients, providers
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
 from notify_local.provider_stub import ProviderStub
 from notify_local.stack import Stack
@@ -132,6 +132,7 @@ class Exploding:
     """A provider whose send hits a bug: what the sender must report, not swallow."""
 
     name = "console"
+    max_send_seconds = 1.0
 
     def send(self, message: object) -> object:
         raise RuntimeError("simulated bug in a provider")
@@ -139,7 +140,7 @@ class Exploding:
 
 @pytest.fixture
 def exploding_console(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(providers._providers, "console", Exploding())
+    monkeypatch.setitem(clients._clients, "provider:console", Exploding())
 
 
 def create(api: Api, channel: str, payload: dict[str, Any], **extra: Any) -> str:

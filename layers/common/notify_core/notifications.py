@@ -17,22 +17,13 @@ from uuid import UUID
 
 import psycopg
 
-from . import pagination, queue
+from . import dispatch, pagination
+from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
 from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, ValidationFailed
-from .models import (
-    DEFAULT_PROVIDER,
-    PAYLOAD_MODELS,
-    PROVIDER_CHANNELS,
-    RECIPIENT_FIELD,
-    Attempt,
-    Notification,
-    NotificationCreate,
-    Page,
-    parse,
-)
-from .observability import logger
+from .models import Attempt, Notification, NotificationCreate, Page, parse
+from .providers import serves
 from .states import transition
 from .users import recipients
 
@@ -100,10 +91,11 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
         req = parse(NotificationCreate, raw)
     else:
         raise ValidationFailed.field("body", "each notification must be a JSON object")
-    provider = req.provider or DEFAULT_PROVIDER[req.channel]
-    if req.channel not in PROVIDER_CHANNELS[provider]:
+    channel = CHANNELS[req.channel]
+    provider = req.provider or channel.default_provider
+    if not serves(provider, req.channel):
         raise ValidationFailed.field("provider", f"{provider} cannot send on the {req.channel} channel")
-    payload_model = parse(PAYLOAD_MODELS[req.channel], req.payload, prefix="payload")
+    payload_model = parse(channel.payload_model, req.payload, prefix="payload")
     payload = payload_model.model_dump(by_alias=True, exclude_none=True)
     if req.idempotency_key and header_key and req.idempotency_key != header_key:
         raise ValidationFailed.field("idempotency_key", "differs from the Idempotency-Key header")
@@ -129,27 +121,22 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
 
 
 def _fill_recipient(item: _Prepared, users: dict[UUID, dict[str, Any]]) -> None:
-    channel = item.request.channel
-    field = RECIPIENT_FIELD[channel]
+    """A payload without an address takes the user's contact for the channel."""
+    channel = CHANNELS[item.request.channel]
     user = None
     if item.request.user_id is not None:
         user = users.get(item.request.user_id)
         if user is None:
             raise ValidationFailed.field("user_id", "no user with this id")
-    if item.payload.get(field) or (channel == "push" and item.payload.get("topic")):
+    if channel.recipient(item.payload):
         return
-    fallback = None
-    if user is not None:
-        fallback = {"email": user["email"], "sms": user["phone"]}.get(channel)
-        if channel == "push" and user["push_tokens"]:
-            fallback = user["push_tokens"][0]
+    fallback = channel.contact(user) if user is not None else None
     if not fallback:
-        what = {"email": "an email address", "sms": "a phone number", "push": "a push token or topic"}[
-            channel
-        ]
         source = "and the user has none" if user is not None else "and no user_id to take it from"
-        raise ValidationFailed.field(f"payload.{field}", f"{what} is required {source}")
-    item.payload[field] = fallback
+        raise ValidationFailed.field(
+            f"payload.{channel.recipient_field}", f"{channel.describes} is required {source}"
+        )
+    item.payload[channel.recipient_field] = fallback
 
 
 def create(
@@ -189,7 +176,11 @@ def create(
             inserted.update((row["id"], row) for row in rows)
 
     to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
-    queued = _enqueue(tenant_id, [p.row_id for p in to_enqueue])
+    # The advisory `queued` mark need not wait for the WAL flush: losing it in a crash leaves the
+    # row `pending` with its message on SQS, and the sender claims `pending` rows too.
+    queued = dispatch.enqueue(
+        [dispatch.Enqueue(p.row_id, tenant_id, "pending") for p in to_enqueue], fast_commit=True, report=True
+    ).rows
     for p in ready:
         row = inserted.get(p.row_id)
         if row is None:
@@ -276,36 +267,6 @@ def _resolve_idempotency(
     return expired
 
 
-def _enqueue(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-    """Send ids to SQS, then mark the sent ones `queued` in one UPDATE. Returns the changed columns."""
-    if not ids:
-        return {}
-    result = queue.send([queue.Message(i, tenant_id) for i in ids])
-    if result.failed:
-        logger.warning("notifications left pending for the sweeper", extra={"count": len(result.failed)})
-    if not result.sent:
-        return {}
-    try:
-        with transaction() as conn, conn.pipeline():
-            # Losing this mark in a crash costs nothing: the row stays `pending`, its message is on
-            # SQS and the sender claims `pending` rows too (the sweeper's later duplicate is absorbed
-            # by the claim). So it need not wait for the WAL flush; the INSERT before it did.
-            conn.execute("SET LOCAL synchronous_commit = off")
-            rows = transition(
-                conn,
-                result.sent,
-                ["pending"],
-                "queued",
-                sets={"queued_at": datetime.now(UTC), "next_attempt_at": None},
-                returning="id, status, queued_at, updated_at, next_attempt_at",
-            )
-    except psycopg.Error:
-        # The messages are on the queue; the sender accepts `pending` rows too, so nothing is lost.
-        logger.exception("could not mark notifications queued")
-        return {}
-    return {row.pop("id"): row for row in rows}
-
-
 def get(tenant_id: UUID, notification_id: UUID) -> Notification:
     with transaction() as conn:
         row = conn.execute(
@@ -372,8 +333,3 @@ def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:
     if not rows:
         raise NotFound(f"notification {notification_id} not found")
     return [Attempt.model_validate(r) for r in rows if r["attempt_number"] is not None]
-
-
-def enqueue_pending(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, str]:
-    """Enqueue `pending` rows and mark the ones SQS took `queued`. Returns their new statuses."""
-    return {i: row["status"] for i, row in _enqueue(tenant_id, ids).items()}
