@@ -10,8 +10,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -69,7 +69,7 @@ def load_handler(code_uri: str, handler: str, instance: int = 0) -> Handler:
     """`module.function` of a function's CodeUri, loaded as the Lambda runtime loads it (see
     load_module)."""
     module_name, func_name = handler.rsplit(".", 1)
-    return getattr(load_module(code_uri, module_name, instance), func_name)  # type: ignore[no-any-return]
+    return getattr(load_module(code_uri, module_name, instance), func_name)
 
 
 def rest_event(
