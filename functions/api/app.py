@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from notify_core import dlq, health, notifications, users
+from notify_core.config import get_settings
 from notify_core.errors import DomainError
 from notify_core.http import JSON, RateLimitExceeded, admit, check_body, error_body
 from notify_core.models import (
@@ -29,6 +30,8 @@ from notify_core.models import (
 from notify_core.observability import logger, metrics, tracer
 
 PUBLIC_PATHS = frozenset({"/health", "/swagger"})
+
+get_settings()  # a wrong setting fails the cold start
 
 app = APIGatewayRestResolver(enable_validation=True)
 _swagger_enabled = False
@@ -72,7 +75,7 @@ def caller(scope: str) -> Any:
 
 @app.exception_handler(DomainError)
 def domain_error(exc: DomainError) -> Response[str]:
-    headers = exc.headers if isinstance(exc, RateLimitExceeded) else None
+    headers = exc.headers if isinstance(exc, RateLimitExceeded) else exc.reply_headers()
     return Response(exc.status, JSON, error_body(exc.code, exc.message, exc.details), headers=headers)
 
 
@@ -278,6 +281,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "body": error_body(exc.code, exc.message, exc.details),
                 "isBase64Encoded": False,
             },
-            exc.headers if isinstance(exc, RateLimitExceeded) else {},
+            exc.headers if isinstance(exc, RateLimitExceeded) else exc.reply_headers(),
         )
     return _with_headers(app.resolve(event, context), extra)
