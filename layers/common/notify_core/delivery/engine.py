@@ -17,10 +17,11 @@ unit tests run it with in-memory fakes; `Deps.production()` wires the real ones.
 
 from __future__ import annotations
 
+import queue
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -160,19 +161,24 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
         prefetched=deps.store.prefetch(list(tasks.values())),
     )
     steps = deps.steps
-    running: dict[Future[Outcome], str] = {
-        deps.pool.submit(run_steps, row, ctx, *([steps] if steps else [])): key for key, row in tasks.items()
-    }
+    finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
+    running: dict[Future[Outcome], str] = {}
+    for key, row in tasks.items():
+        future = deps.pool.submit(run_steps, row, ctx, *([steps] if steps else []))
+        running[future] = key
+        future.add_done_callback(finished.put)
     flush_s = settings.outcome_flush_ms / 1000
     while running:
-        done, _ = wait(
-            running,
-            timeout=_next_wake(running, tasks, deps, deadline, recorder, flush_s),
-            return_when=FIRST_COMPLETED,
-        )
+        try:
+            done = [finished.get(timeout=_next_wake(running, tasks, deps, deadline, recorder, flush_s))]
+            while not finished.empty():
+                done.append(finished.get_nowait())
+        except queue.Empty:
+            done = []
         for future in done:
-            key = running.pop(future)
-            recorder.add(key, _result(future, tasks[key]))
+            key = running.pop(future, None)
+            if key is not None and not future.cancelled():
+                recorder.add(key, _result(future, tasks[key]))
         _give_back_unstarted(running, tasks, deps, deadline, recorder)
         if recorder.due(flush_s):
             recorder.flush(deadline)

@@ -81,22 +81,26 @@ def build_mail_body(message: OutgoingMessage, default_from: str, mail_module: An
     return body
 
 
-_openers = threading.local()
+_opener: Any = None
+_opener_lock = threading.Lock()
 
 
 def _cached_build_opener(*handlers: Any) -> Any:
     """python_http_client calls urllib's build_opener() for every request, and each call creates an
     HTTPS context that loads the CA bundle: ~20 ms of CPU per send, holding the GIL, so concurrent
-    sends queue behind each other. One opener per thread (its handlers keep no per-request state)
-    removes that cost without changing what is sent."""
+    sends queue behind each other. One opener for the process (as urllib's own urlopen shares one:
+    its handlers keep no per-request state) removes that cost without changing what is sent, and a
+    cold sender pays it once, not once per send thread."""
     import urllib.request
 
+    global _opener
     if handlers:
         return urllib.request.build_opener(*handlers)
-    opener = getattr(_openers, "opener", None)
-    if opener is None:
-        opener = _openers.opener = urllib.request.build_opener()
-    return opener
+    if _opener is None:
+        with _opener_lock:
+            if _opener is None:
+                _opener = urllib.request.build_opener()
+    return _opener
 
 
 class SendGridProvider:
