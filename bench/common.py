@@ -59,9 +59,11 @@ def describe(values_ms: list[float]) -> str:
 
 
 def spread(values: list[float], unit: str = "", digits: int = 2) -> str:
-    """'median (min–max over n)': the range over runs, not the best one."""
+    """'median (min-max over n)': the range over runs, not the best one."""
     med = statistics.median(values)
-    return f"{med:.{digits}f}{unit} (range {min(values):.{digits}f}–{max(values):.{digits}f}, n={len(values)})"
+    return (
+        f"{med:.{digits}f}{unit} (range {min(values):.{digits}f}-{max(values):.{digits}f}, n={len(values)})"
+    )
 
 
 @contextmanager

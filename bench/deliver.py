@@ -39,7 +39,9 @@ SMS = {"to": "+14155550100", "body": "slow"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--provider-ms", type=int)
     parser.add_argument("--rounds", type=int, default=5)
@@ -54,10 +56,13 @@ def main() -> None:
         tenant = auth.create_tenant("bench")
         arn = box.stack.queues["NotificationsQueue"].arn
 
-        def batch(n: int, channel: str = "email", payload: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        def batch(
+            n: int, channel: str = "email", payload: dict[str, Any] | None = None
+        ) -> list[dict[str, Any]]:
             """n notifications stored and enqueued by the real ingest; the sender's event built from them."""
             items = [
-                {"channel": channel, "payload": payload or {**PAYLOAD, "to": f"u{i}@example.com"}} for i in range(n)
+                {"channel": channel, "payload": payload or {**PAYLOAD, "to": f"u{i}@example.com"}}
+                for i in range(n)
             ]
             outcomes = notifications.create(tenant, items)
             assert all(o.error is None for o in outcomes)
@@ -87,7 +92,9 @@ def main() -> None:
                 invoke(batch(n))  # warm-up: provider client, pool, Redis, threads
                 walls = [invoke(batch(n)) * 1000 / ms for _ in range(args.rounds)]
                 result["multiple"][f"{n}x{ms}ms"] = round(statistics.median(walls), 3)
-                print(f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms: {spread(walls, 'x')} the provider time")
+                print(
+                    f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms: {spread(walls, 'x')} the provider time"
+                )
 
         if args.batch_size or args.provider_ms:
             (result["multiple"],) = result["multiple"].values()  # one figure when one combination is asked
@@ -106,7 +113,8 @@ def main() -> None:
             ids = [json.loads(m["Body"])["id"] for m in messages[:9]]
             with psycopg.connect(box.database_url) as conn:
                 (last,) = conn.execute(
-                    "SELECT max(extract(epoch FROM sent_at)) FROM notifications WHERE id = ANY(%s::uuid[])", (ids,)
+                    "SELECT max(extract(epoch FROM sent_at)) FROM notifications WHERE id = ANY(%s::uuid[])",
+                    (ids,),
                 ).fetchone()  # type: ignore[misc]
             others.append(float(last) - started)
         result["slow_batch_s"] = round(statistics.median(slow), 2)
@@ -136,7 +144,9 @@ def main() -> None:
                     ).fetchone()
                     assert row is not None
                     provider.send(OutgoingMessage.build(row[0], row[1], "email", "sendgrid", row[2], 1))
-                    conn.execute("UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", (nid,))
+                    conn.execute(
+                        "UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", (nid,)
+                    )
                     conn.commit()
 
         t0 = time.perf_counter()
@@ -163,7 +173,9 @@ def main() -> None:
                 future.result()
         ours = total / (time.perf_counter() - t0)
         result.update(
-            baseline_msgs_per_s=round(baseline, 1), msgs_per_s=round(ours, 1), speedup=round(ours / baseline, 2)
+            baseline_msgs_per_s=round(baseline, 1),
+            msgs_per_s=round(ours, 1),
+            speedup=round(ours / baseline, 2),
         )
         print(
             f"original design, 5 workers one message at a time: {baseline:,.0f} messages/s; "

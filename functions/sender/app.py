@@ -4,6 +4,7 @@ deadline to the engine, and turns the engine's report into Powertools' partial b
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -13,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json, ValidationError
 
 from notify_core.config import get_settings
-from notify_core.delivery import Deadline, Incoming, deliver
+from notify_core.delivery import Deadline, Deps, Incoming, deliver
 from notify_core.observability import logger, metrics, tracer
 from notify_core.providers import ProviderSettings
 from notify_core.queue import QueueMessage
@@ -35,6 +36,17 @@ class SenderProcessor(BatchProcessor):
 
     def __init__(self) -> None:
         super().__init__(EventType.SQS, model=NotificationRecord, raise_on_entire_batch_failure=False)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def send_pool(self) -> ThreadPoolExecutor:
+        """This execution environment's send threads: SEND_CONCURRENCY of them, created once (and
+        again only if the setting changed, as tests and benchmarks do)."""
+        size = get_settings().send_concurrency
+        if self._pool is None or self._pool._max_workers != size:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="send")
+        return self._pool
 
     def process(self) -> list[tuple[Any, ...]]:
         results: list[tuple[Any, ...]] = []
@@ -48,7 +60,8 @@ class SenderProcessor(BatchProcessor):
             return results
         batch = [Incoming(model.messageId, model.body) for _, model in parsed]
         try:
-            report = deliver(batch, Deadline(self.lambda_context.get_remaining_time_in_millis()))
+            deadline = Deadline(self.lambda_context.get_remaining_time_in_millis())
+            report = deliver(batch, deadline, Deps.production(pool=self.send_pool()))
         except Exception as exc:  # noqa: BLE001 — whatever stopped the batch, every record comes back
             logger.exception("batch not delivered")
             return results + [

@@ -36,7 +36,7 @@ SWEEP_EVENT = {
 
 def sweep() -> dict[str, Any]:
     handler = load_handler("functions/retry_sweeper/", "app.handler")
-    return handler(SWEEP_EVENT, LambdaContext("RetrySweeperFunction", 256, 55))  # type: ignore[no-any-return]
+    return handler(SWEEP_EVENT, LambdaContext("RetrySweeperFunction", 256, 55))
 
 
 def drop_messages(pipeline: Pipeline) -> None:
@@ -116,7 +116,12 @@ def test_outcomes_are_committed_while_the_batch_is_still_sending(api: Api, pipel
     messages = pipeline.receive()
     assert len(messages) == 2
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (pipeline.invoke("sender", messages), done.set()))
+
+    def invoke() -> None:
+        pipeline.invoke("sender", messages)
+        done.set()
+
+    thread = threading.Thread(target=invoke)
     thread.start()
     # When the SMS is sent, its outcome is in the database before the batch ends
     deadline = time.monotonic() + 10
@@ -190,7 +195,7 @@ def redriven(pipeline: Pipeline, nid: str, sent_at: datetime) -> dict[str, Any]:
     }
     handler = load_handler("functions/dlq_processor/", "app.handler")
     event = sqs_event([message], pipeline.stack.queues["NotificationsDLQ"].arn)
-    return handler(event, LambdaContext("DlqProcessorFunction", 256, 30))  # type: ignore[no-any-return]
+    return handler(event, LambdaContext("DlqProcessorFunction", 256, 30))
 
 
 def test_the_dlq_processor_dead_letters_only_what_is_really_dead(api: Api, pipeline: Pipeline) -> None:

@@ -192,7 +192,7 @@ class FakeProvider:
             self.release.wait(timeout=10)
         if isinstance(result, BaseException):
             raise result
-        return result  # type: ignore[no-any-return]
+        return result
 
 
 TENANT = uuid.UUID("00000000-0000-4000-8000-000000000001")

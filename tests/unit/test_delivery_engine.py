@@ -254,7 +254,7 @@ def test_a_hung_provider_frees_the_waiting_claims_when_the_guard_fires() -> None
             freed.set()
         return moved
 
-    w.store.record = record  # type: ignore[method-assign]
+    w.store.record = record  # type: ignore[method-assign,assignment]
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(report=run(w, *rows, remaining_ms=3500)))
     thread.start()

@@ -73,7 +73,9 @@ class Deps:
     steps: tuple[Step, ...] | None = None
 
     @classmethod
-    def production(cls) -> Deps:
+    def production(cls, pool: Executor | None = None) -> Deps:
+        """The real collaborators. `pool`: the execution environment's send threads (the sender
+        function owns them); by default the container's."""
         from .. import clients
         from ..observability import logger, metrics
         from ..providers import get_provider
@@ -84,7 +86,7 @@ class Deps:
             enqueue=dispatch.enqueue,
             limiter=RedisLimiter(),
             provider=get_provider,
-            pool=clients.send_pool(),
+            pool=pool or clients.send_pool(),
             settings=get_settings(),
             metric=lambda name, value: metrics.add_metric(name=name, unit="Count", value=value),
             warn=lambda message, extra: logger.warning(message, extra=extra),
@@ -176,8 +178,8 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
         except queue.Empty:
             done = []
         for future in done:
-            key = running.pop(future, None)
-            if key is not None and not future.cancelled():
+            if future in running and not future.cancelled():
+                key = running.pop(future)
                 recorder.add(key, _result(future, tasks[key]))
         _give_back_unstarted(running, tasks, deps, deadline, recorder)
         if recorder.due(flush_s):
