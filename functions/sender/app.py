@@ -58,7 +58,10 @@ class SenderProcessor(BatchProcessor):
                 results.append(self._register_model_validation_error_record(record))
         if not parsed:
             return results
-        batch = [Incoming(model.messageId, model.body) for _, model in parsed]
+        batch = [
+            Incoming(model.messageId, model.body, model.attributes.SentTimestamp.timestamp())
+            for _, model in parsed
+        ]
         try:
             deadline = Deadline(self.lambda_context.get_remaining_time_in_millis())
             report = deliver(batch, deadline, Deps.production(pool=self.send_pool()))

@@ -10,6 +10,7 @@ PostgreSQL, Redis, SQS and the provider SDKs talking to the stub.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -234,3 +235,31 @@ def test_the_dlq_processor_dead_letters_only_what_is_really_dead(api: Api, pipel
         "retrying": [],
     }
     assert "3 receives" in after["dead"]["dead_letters"][0]["last_error"]
+
+
+def test_a_message_that_overtakes_its_row_is_put_back_and_then_sent(pipeline: Pipeline, tenant: Any) -> None:
+    # Given a message on the queue whose row is not committed yet (ingest sends while it inserts)
+    nid = uuid.uuid4()
+    pipeline.env.sqs.send_message(
+        QueueUrl=pipeline.queue, MessageBody=f'{{"id": "{nid}", "tenant_id": "{tenant.id}"}}'
+    )
+    messages = pipeline.receive()
+    assert len(messages) == 1
+    # When the sender gets it first, it puts it back for a moment instead of dropping it
+    assert pipeline.invoke("sender", messages) == {"batchItemFailures": []}
+    delayed = pipeline.env.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert delayed == "1"
+    # And once the row is there, the message comes back and the notification is sent
+    pipeline.sql(
+        "INSERT INTO notifications (id, tenant_id, channel, provider, payload, status, max_attempts)"
+        " VALUES (%s, %s, 'email', 'sendgrid', %s::jsonb, 'pending', 3)",
+        nid,
+        tenant.id,
+        '{"to": "ada@example.com", "from": "ops@example.com", "subject": "Hi", "body": "Hello"}',
+    )
+    again = pipeline.receive(wait=3, rounds=3)
+    assert [json.loads(m["Body"])["id"] for m in again] == [str(nid)]
+    pipeline.invoke("sender", again)
+    assert pipeline.row(str(nid))["status"] == "sent"

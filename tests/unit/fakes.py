@@ -74,6 +74,7 @@ class FakeStore:
             for i in ids:
                 row = self.rows.get(i)
                 if row is None:
+                    out.absent.add(i)
                     continue
                 due = (
                     row.status == "pending"
@@ -144,8 +145,8 @@ class FakeQueue:
         with self.store.lock:
             for item in items:
                 self.sent.append(item)
-                row = self.store.rows[item.notification_id]
-                if item.status != "queued" and row.status == item.status:
+                row = self.store.rows.get(item.notification_id)
+                if row is not None and item.status != "queued" and row.status == item.status:
                     row.move("queued")
         return dispatch.Enqueued(sent=[i.notification_id for i in items])
 

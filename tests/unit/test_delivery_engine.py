@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from notify_core.delivery import OUTCOMES, Deadline, Incoming, deliver
 from notify_core.delivery.steps import backoff_seconds
 from notify_core.providers import PermanentProviderError, TransientProviderError
 
-from .fakes import NOW, Row, World, message, world
+from .fakes import NOW, TENANT, Row, World, message, world
 
 LONG = 60_000  # ms left in the invocation: plenty
 
@@ -216,6 +217,22 @@ def test_an_early_delayed_message_goes_back_with_the_remaining_delay() -> None:
     ((item),) = w.queue.sent
     assert (item.status, item.delay_s) == ("retrying", 40.0)
     assert row.status == "queued" and row.attempt_count == 0
+
+
+def test_a_message_that_overtook_its_row_goes_back_for_a_moment() -> None:
+    # Given a message whose row is not committed yet (ingest sends while its INSERT runs)
+    w = world()
+    ghost = Row(id=uuid.uuid4(), tenant_id=TENANT)
+    fresh = Incoming("m0", message(ghost), sent_at=NOW.timestamp() - 1)
+    report = deliver([fresh], Deadline(LONG), w.deps())
+    # Then it is put back with a short delay, and nothing else happens
+    assert report.outcomes["m0"].kind == "unborn"
+    assert [(i.notification_id, i.status, i.delay_s) for i in w.queue.sent] == [(ghost.id, "queued", 2.0)]
+    assert w.metrics == ["MessagesBeforeTheirRow"] and w.store.records == []
+    # And once the window has passed, the row is taken never to come: the message is dropped
+    stale = Incoming("m1", message(ghost), sent_at=NOW.timestamp() - 61)
+    assert deliver([stale], Deadline(LONG), w.deps()).outcomes["m1"].kind == "skipped"
+    assert len(w.queue.sent) == 1
 
 
 def test_a_pending_row_is_due_whatever_its_grace() -> None:

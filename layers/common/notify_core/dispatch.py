@@ -10,6 +10,7 @@ the sweeper picks up again: nothing is lost when SQS fails, only delayed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from . import queue
+from . import clients, queue
 from .db import transaction
 from .observability import logger
 from .queue import Outgoing, QueueMessage
@@ -46,6 +47,43 @@ class Enqueued:
     rows: dict[UUID, dict[str, Any]] = field(default_factory=dict)
 
 
+def _outgoing(items: Sequence[Enqueue]) -> list[Outgoing]:
+    return [
+        Outgoing(QueueMessage(id=i.notification_id, tenant_id=i.tenant_id), round(i.delay_s)) for i in items
+    ]
+
+
+def send_ahead(items: Sequence[Enqueue]) -> Future[queue.SendResult]:
+    """Start sending `items`' messages now, on a thread of its own, while the caller stores the
+    rows as `queued`; hand the result to `settle_ahead`. A message may so arrive before its row is
+    visible: the sender puts such a message back for a moment (delivery outcome `unborn`)."""
+    pool = clients.get(
+        "enqueue-ahead",
+        lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="enqueue"),
+        lambda p: p.shutdown(wait=False),
+    )
+    return pool.submit(queue.send, _outgoing(items))
+
+
+def settle_ahead(result: queue.SendResult) -> dict[UUID, dict[str, Any]]:
+    """Rows stored `queued` whose message SQS refused go back to `pending`, due for the sweeper
+    now. Returns their new columns. (A crash before this leaves them `queued` without a message:
+    the sweeper's stale-queued pass finds them.)"""
+    if not result.failed:
+        return {}
+    logger.warning("not enqueued; left for the sweeper", extra={"count": len(result.failed)})
+    with transaction() as conn:
+        rows = transition(
+            conn,
+            result.failed,
+            ["queued"],
+            "pending",
+            sets={"queued_at": None, "next_attempt_at": sql.SQL("now()")},
+            returning=REPLY_COLUMNS,
+        )
+    return {row.pop("id"): row for row in rows}
+
+
 def enqueue(
     items: Sequence[Enqueue],
     *,
@@ -63,27 +101,25 @@ def enqueue(
     """
     if not items:
         return Enqueued()
-    result = queue.send(
-        [Outgoing(QueueMessage(id=i.notification_id, tenant_id=i.tenant_id), round(i.delay_s)) for i in items]
-    )
+    result = queue.send(_outgoing(items))
     out = Enqueued(sent=result.sent, failed=result.failed)
     if result.failed:
         logger.warning("not enqueued; left for the sweeper", extra={"count": len(result.failed)})
     if not result.sent:
         return out
-    sent = set(result.sent)
+    taken = set(result.sent)
     groups: dict[str, list[UUID]] = {}
     for item in items:
-        if item.notification_id in sent and item.status != "queued":
+        if item.notification_id in taken and item.status != "queued":
             groups.setdefault(item.status, []).append(item.notification_id)
     if conn is not None:
-        out.rows = _mark(conn, groups, sent if report else set())
+        out.rows = _mark(conn, groups, taken if report else set())
         return out
     try:
         with transaction() as own, own.pipeline():
             if fast_commit:
                 own.execute("SET LOCAL synchronous_commit = off")
-            out.rows = _mark(own, groups, sent if report else set())
+            out.rows = _mark(own, groups, taken if report else set())
     except psycopg.Error as exc:
         # The messages are on the queue and the sender claims rows in any of these states.
         logger.warning("could not mark notifications queued", extra={"error": type(exc).__name__})

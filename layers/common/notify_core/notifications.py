@@ -7,9 +7,11 @@ after the insert the rows stay `pending` and the retry sweeper enqueues them: no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from uuid import UUID
 
 import psycopg
 
-from . import dispatch, pagination
+from . import dispatch, pagination, queue
 from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
@@ -35,17 +37,20 @@ COLUMNS = (
     " last_error, provider_message_id, send_at, next_attempt_at, created_at, updated_at, queued_at, sent_at,"
     " failed_at, cancelled_at"
 )
+# A batch reply needs only these; a single create answers with the whole notification.
+BATCH_COLUMNS = "id, status"
 _INSERT = (
     "INSERT INTO notifications (id, tenant_id, user_id, channel, provider, payload, category, status,"
-    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at)"
+    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at, queued_at)"
     " SELECT r.id, %(tenant)s, r.user_id, r.channel, r.provider, r.payload::jsonb, r.category, r.status,"
     " r.idem, r.hash, r.max_attempts, r.send_at,"
-    " CASE WHEN r.status = 'scheduled' THEN r.send_at ELSE %(grace)s::timestamptz END"
+    " CASE r.status WHEN 'scheduled' THEN r.send_at WHEN 'pending' THEN %(grace)s::timestamptz END,"
+    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END"
     " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::text[], %(c3)s::text[], %(c4)s::text[],"
     " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[])"
     " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at)"
     " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-    f" RETURNING {COLUMNS}"
+    " RETURNING {returning}"
 )
 
 
@@ -156,6 +161,8 @@ def create(
         return outcomes
 
     now = datetime.now(UTC)
+    returning = BATCH_COLUMNS if batch else COLUMNS
+    ahead: Future[queue.SendResult] | None = None
     with transaction() as conn:
         users = recipients(conn, tenant_id, {p.request.user_id for p in prepared if p.request.user_id})
         ready: list[_Prepared] = []
@@ -165,27 +172,45 @@ def create(
                 ready.append(p)
             except DomainError as exc:
                 outcomes[p.index].error = exc
-        rows = _insert(conn, tenant_id, ready, now, settings.default_max_attempts)
-        inserted = {row["id"]: row for row in rows}
+        # Without idempotency keys every ready row will be inserted: the messages travel while the
+        # INSERT runs, and the rows are stored `queued` at once (the ones SQS refuses go back to
+        # `pending` below). With keys, a row may turn out to be a replay: enqueue after the insert.
+        if ready and all(p.idempotency_key is None for p in ready):
+            due = [p for p in ready if not _scheduled(p, now)]
+            if due:
+                ahead = dispatch.send_ahead([dispatch.Enqueue(p.row_id, tenant_id, "queued") for p in due])
+        insert = functools.partial(
+            _insert,
+            conn,
+            tenant_id,
+            now=now,
+            default_attempts=settings.default_max_attempts,
+            returning=returning,
+        )
+        inserted = {row["id"]: row for row in insert(ready, queued=ahead is not None)}
         clashes = [p for p in ready if p.row_id not in inserted]
         if clashes:
             again = _resolve_idempotency(
                 conn, tenant_id, clashes, outcomes, settings.idempotency_window_hours
             )
-            rows = _insert(conn, tenant_id, again, now, settings.default_max_attempts)
-            inserted.update((row["id"], row) for row in rows)
+            inserted.update((row["id"], row) for row in insert(again, queued=False))
 
-    to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
-    # The advisory `queued` mark need not wait for the WAL flush: losing it in a crash leaves the
-    # row `pending` with its message on SQS, and the sender claims `pending` rows too.
-    queued = dispatch.enqueue(
-        [dispatch.Enqueue(p.row_id, tenant_id, "pending") for p in to_enqueue], fast_commit=True, report=True
-    ).rows
+    if ahead is not None:
+        changed = dispatch.settle_ahead(ahead.result())
+    else:
+        to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
+        # The advisory `queued` mark need not wait for the WAL flush: losing it in a crash leaves
+        # the row `pending` with its message on SQS, and the sender claims `pending` rows too.
+        changed = dispatch.enqueue(
+            [dispatch.Enqueue(p.row_id, tenant_id, "pending") for p in to_enqueue],
+            fast_commit=True,
+            report=True,
+        ).rows
     for p in ready:
         row = inserted.get(p.row_id)
         if row is None:
             continue
-        row.update(queued.get(p.row_id, {}))
+        row.update({k: v for k, v in changed.get(p.row_id, {}).items() if k in row})
         outcomes[p.index].row = row
     return outcomes
 
@@ -194,15 +219,19 @@ def _insert(
     conn: psycopg.Connection[Any],
     tenant_id: UUID,
     items: list[_Prepared],
+    *,
     now: datetime,
     default_attempts: int,
+    queued: bool,
+    returning: str,
 ) -> list[dict[str, Any]]:
-    """One INSERT for the whole batch: one array per column, so the statement text is constant."""
+    """One INSERT for the whole batch: one array per column, so the statement text is constant per
+    `returning`. Rows due now are `queued` (their messages already travelling) or `pending`."""
     if not items:
         return []
     columns: list[list[Any]] = [[] for _ in range(11)]
+    due_status = "queued" if queued else "pending"
     for p in items:
-        scheduled = p.request.send_at is not None and p.request.send_at > now
         row = (
             p.row_id,
             p.request.user_id,
@@ -210,7 +239,7 @@ def _insert(
             p.provider,
             json.dumps(p.payload),
             p.request.category,
-            "scheduled" if scheduled else "pending",
+            "scheduled" if _scheduled(p, now) else due_status,
             p.idempotency_key,
             p.request_hash if p.idempotency_key else None,
             p.request.max_attempts or default_attempts,
@@ -218,8 +247,13 @@ def _insert(
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    params = {"tenant": tenant_id, "grace": now + PENDING_GRACE} | {f"c{i}": c for i, c in enumerate(columns)}
-    return conn.execute(_INSERT, params).fetchall()
+    params = {"tenant": tenant_id, "grace": now + PENDING_GRACE, "now": now}
+    params |= {f"c{i}": c for i, c in enumerate(columns)}
+    return conn.execute(_INSERT.format(returning=returning), params).fetchall()
+
+
+def _scheduled(item: _Prepared, now: datetime) -> bool:
+    return item.request.send_at is not None and item.request.send_at > now
 
 
 def _resolve_idempotency(

@@ -14,7 +14,8 @@ TERMINAL = frozenset({"sent", "delivered", "failed", "cancelled", "suppressed"})
 ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"queued", "sending", "cancelled", "failed"}),
     "scheduled": frozenset({"queued", "pending", "cancelled", "failed"}),
-    "queued": frozenset({"sending", "cancelled", "failed", "suppressed"}),
+    # queued -> pending: stored as queued while its message travelled, and SQS refused the message
+    "queued": frozenset({"sending", "cancelled", "failed", "suppressed", "pending"}),
     "sending": frozenset(
         {"sent", "retrying", "failed", "suppressed", "queued", "sending"}
     ),  # sending: re-claim after the lease expired

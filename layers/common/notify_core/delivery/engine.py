@@ -43,6 +43,8 @@ class Claimed:
     rows: dict[UUID, Claim] = field(default_factory=dict)
     # claimable rows that are not due yet: id -> (tenant, status, seconds until due)
     early: dict[UUID, tuple[UUID, str, float]] = field(default_factory=dict)
+    # ids with no row at all (not committed yet, or never: a rolled-back ingest)
+    absent: set[UUID] = field(default_factory=set)
 
 
 class Store(Protocol):
@@ -106,10 +108,19 @@ class Deadline:
 
 @dataclass
 class Incoming:
-    """One record of the batch: its key (the SQS message id) and the message it carries."""
+    """One record of the batch: its key (the SQS message id), the message it carries and when it
+    was sent (epoch seconds, SQS's SentTimestamp)."""
 
     key: str
     message: QueueMessage
+    sent_at: float | None = None
+
+
+# Ingest sends a batch's messages while its INSERT commits, so a message may arrive before its row
+# is visible. Within this window after it was sent, such a message is put back for UNBORN_DELAY_S;
+# after it, the row is taken never to come (its ingest rolled back) and the message is dropped.
+UNBORN_WINDOW_S = 60.0
+UNBORN_DELAY_S = 2.0
 
 
 @dataclass
@@ -146,6 +157,12 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
             taken.add(nid)
             tenant, status, left = claimed.early[nid]
             recorder.add(item.key, Outcome("early", nid, tenant, status=status, delay_s=left))
+        elif nid in claimed.absent and nid not in taken and _fresh(item, deps):
+            taken.add(nid)
+            recorder.add(
+                item.key,
+                Outcome("unborn", nid, item.message.tenant_id, status="queued", delay_s=UNBORN_DELAY_S),
+            )
         else:
             report.outcomes[item.key] = Outcome("skipped", nid, item.message.tenant_id)
     if not tasks:
@@ -186,6 +203,10 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
             recorder.flush(deadline)
     recorder.flush_all(deadline)
     return report
+
+
+def _fresh(item: Incoming, deps: Deps) -> bool:
+    return item.sent_at is not None and deps.now().timestamp() - item.sent_at < UNBORN_WINDOW_S
 
 
 def _result(future: Future[Outcome], row: Claim) -> Outcome:
@@ -285,14 +306,15 @@ class Recorder:
         moved = self._write(outcomes, deadline)
         if moved is None:  # the database stayed out of reach
             for key, outcome in group:
-                if outcome.kind not in ("skipped", "early"):
+                if outcome.rule.status is not None:
                     self.report.failed[key] = DatabaseUnavailable("the outcome could not be recorded")
-            return
+            moved = set()
         for key, outcome in group:
             if outcome.rule.report_failure and outcome.notification_id in moved:
                 self.report.failed[key] = outcome.cause or RuntimeError(outcome.error or "released")
         for outcome in outcomes:
-            if outcome.notification_id in moved and outcome.rule.metric:
+            counted = outcome.notification_id in moved or outcome.rule.status is None
+            if counted and outcome.rule.metric:
                 self.deps.metric(outcome.rule.metric, 1)
         self._requeue(outcomes, moved)
 
@@ -316,7 +338,7 @@ class Recorder:
             dispatch.Enqueue(o.notification_id, o.tenant_id, o.rule.status or o.status, o.delay_s)
             for o in outcomes
             if o.rule.requeue
-            and (o.notification_id in moved or o.kind == "early")
+            and (o.notification_id in moved or o.rule.status is None)
             and o.delay_s <= MAX_DELAY_SECONDS
         ]
         if back:

@@ -21,6 +21,7 @@ Kind = Literal[
     "released",
     "skipped",
     "early",
+    "unborn",
 ]
 
 
@@ -60,6 +61,8 @@ OUTCOMES: dict[Kind, Rule] = {
     "skipped": Rule(None),
     # claimable but not due (a delayed message that arrived early): back with the remaining delay
     "early": Rule(None, requeue=True),
+    # no row yet (the message overtook its ingest's commit): back on the queue for a moment
+    "unborn": Rule(None, requeue=True, metric="MessagesBeforeTheirRow"),
 }
 
 # Dead-letter reasons, and the attempt outcomes stored per attempt.

@@ -48,14 +48,20 @@ class PgStore:
             )
             claimed = Claimed(rows={row["id"]: Claim(**row) for row in rows})
             missing = [i for i in ids if i not in claimed.rows]
-            if missing:  # rare: duplicates, cancelled or sent rows, early delayed messages
-                for row in conn.execute(
-                    "SELECT id, tenant_id, status, next_attempt_at FROM notifications"
-                    " WHERE id = ANY(%s) AND status IN ('queued', 'retrying') AND next_attempt_at > %s",
-                    (missing, now + DUE_SKEW),
-                ).fetchall():
-                    left = (row["next_attempt_at"] - now).total_seconds()
-                    claimed.early[row["id"]] = (row["tenant_id"], row["status"], left)
+            if missing:  # rare: duplicates, cancelled or sent rows, early messages, unborn rows
+                found = conn.execute(
+                    "SELECT id, tenant_id, status, next_attempt_at FROM notifications WHERE id = ANY(%s)",
+                    (missing,),
+                ).fetchall()
+                claimed.absent = set(missing) - {row["id"] for row in found}
+                for row in found:
+                    due = row["next_attempt_at"]
+                    if row["status"] in ("queued", "retrying") and due is not None and due > now + DUE_SKEW:
+                        claimed.early[row["id"]] = (
+                            row["tenant_id"],
+                            row["status"],
+                            (due - now).total_seconds(),
+                        )
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
