@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from notify_core import clients
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -276,7 +277,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
     from moto import mock_aws
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # an integration run may have set it
-    forget_secrets()
+    clients.reset()  # no Secrets Manager client from before the mock
     with mock_aws():
         import boto3
 
@@ -292,7 +293,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
         with pytest.raises(PermanentProviderError) as caught:
             load_secret(arn.replace("providers", "missing"))
         assert caught.value.code == "not_configured"
-    forget_secrets()
+    clients.reset()
 
 
 # ---------------------------------------------------------------- generic classification

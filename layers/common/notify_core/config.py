@@ -57,6 +57,7 @@ class Settings(BaseModel):
     sweep_max_batches: int = Field(default=20, ge=1)
     dlq_retention_days: int = Field(default=30, ge=1)
     attempt_retention_days: int = Field(default=90, ge=1)
+    audit_retention_days: int = Field(default=365, ge=1)
     cleanup_batch_size: int = Field(default=5000, ge=1)
 
     @field_validator("rate_limit_fail_mode", "ambiguous_sends", mode="before")
