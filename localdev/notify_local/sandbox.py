@@ -26,7 +26,7 @@ def reset_clients() -> None:
     db.close_pool()
     ratelimit.reset_client()
     queue.reset_client()
-    auth._cache.clear()
+    auth.clear_cache()
 
 
 @dataclass
