@@ -43,8 +43,7 @@ from notify_core.models import (
     User,
     UserCreate,
     UserPatch,
-    error_message,
-    field_path,
+    detail,
 )
 from notify_core.observability import describe_exception, logger, metrics, tracer
 from notify_core.openapi import Routes, swagger_page
@@ -89,25 +88,20 @@ def domain_error(exc: DomainError) -> Response[str]:
     return error_response(exc)
 
 
-_IN_HEADER = "header"
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    if not loc:
-        return "body"
-    where, rest = loc[0], tuple(loc[1:])
-    if where == _IN_HEADER and rest:  # header names as they are documented: Idempotency-Key
-        return "-".join(part.capitalize() for part in str(rest[0]).split("-"))
-    if where in ("body", "query", "path", "cookie"):
-        return field_path(rest) or str(where)
-    return field_path(loc)
+def _detail(err: dict[str, Any]) -> dict[str, str]:
+    """A resolver validation error as a detail: body paths as in the models, parameters by name
+    (headers as documented, e.g. Idempotency-Key)."""
+    loc = tuple(err.get("loc", ()))
+    if loc[:1] == ("header",) and len(loc) > 1:
+        loc = ("-".join(part.capitalize() for part in str(loc[1]).split("-")), *loc[2:])
+    elif loc[:1] in (("body",), ("query",), ("path",), ("cookie",)):
+        loc = loc[1:] or loc
+    return detail(err, loc=loc)
 
 
 @app.exception_handler(RequestValidationError)
 def request_invalid(exc: RequestValidationError) -> Response[str]:
-    details = [
-        {"field": _field(tuple(err.get("loc", ()))), "message": error_message(err)} for err in exc.errors()
-    ]
+    details = [_detail(err) for err in exc.errors()]
     return error_response(ValidationFailed("the request failed validation", details))
 
 

@@ -394,18 +394,21 @@ def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
     return out
 
 
-def error_message(err: Any) -> str:
-    """One pydantic error's message for a client: no "Value error," prefix, "unknown field" for extras."""
+def detail(err: Any, prefix: str = "", loc: tuple[int | str, ...] | None = None) -> dict[str, str]:
+    """One pydantic error as the contract's `{"field", "message"}`. `loc` overrides the error's own
+    (the API strips its "body"/"query" part). A bad dict key is reported on the dict, not by the key."""
+    where = tuple(err["loc"]) if loc is None else loc
     if err["type"] == "extra_forbidden":
-        return "unknown field"
-    return str(err.get("msg") or "invalid").removeprefix("Value error, ")
+        message = "unknown field"
+    else:
+        message = str(err.get("msg") or "invalid").removeprefix("Value error, ")
+    if where and where[-1] == "[key]":
+        where, message = where[:-2], f"a key {message}"
+    return {"field": field_path(where, prefix) or prefix or "body", "message": message}
 
 
 def details_from(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    return [
-        {"field": field_path(tuple(err["loc"]), prefix) or prefix or "body", "message": error_message(err)}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+    return [detail(err, prefix) for err in exc.errors(include_url=False, include_input=False)]
 
 
 def parse[M: BaseModel](model: type[M], data: Any, prefix: str = "") -> M:

@@ -129,6 +129,7 @@ class RouteSpec:
     path: str  # as the resolver takes it: /api/v1/users/<id>
     gate: Gate
     statuses: frozenset[int]
+    success: Mapping[int, Any]
     errors: Mapping[int, type[BaseModel] | None]
     pattern: re.Pattern[str]
 
@@ -201,6 +202,7 @@ class Routes:
                     path,
                     Gate(scope, takes_body),
                     frozenset(responses),
+                    dict(ok),
                     statuses,
                     re.compile(regex),
                 )
@@ -241,6 +243,9 @@ class Routes:
                 if spec is None:
                     continue
                 responses = {c: r for c, r in operation["responses"].items() if int(c) in spec.statuses}
+                for status, model in spec.success.items():
+                    if model is None:  # Powertools fills a missing content from the return annotation
+                        responses[str(status)].pop("content", None)
                 for status, model in spec.errors.items():
                     responses[str(status)] = _error_response(status, model, as_ref=True)
                 operation["responses"] = dict(sorted(responses.items()))
