@@ -409,6 +409,9 @@ def _handler_class(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "notify-local"
+        # headers and body go out in two writes; with Nagle's algorithm on, a keep-alive client's
+        # delayed ACK held every second write back ~40 ms
+        disable_nagle_algorithm = True
 
         def _read_body(self) -> bytes:
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -443,6 +446,13 @@ def _handler_class(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # one line per request is logged by the gateway itself
+
+        def __getattr__(self, name: str) -> Any:
+            # any other method (TRACE, CONNECT, made-up ones) is answered as API Gateway answers
+            # a method no resource has, not with http.server's 501 page
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
     for method in METHODS:
         setattr(RequestHandler, f"do_{method}", RequestHandler._serve)

@@ -340,12 +340,12 @@ class BatchResult(BaseModel):
 
 
 class BatchRejected(ErrorEnvelope):
-    """422 when every item was rejected: the error envelope (one detail per field of every item, its
-    path prefixed with notifications[i]) with the per-item results alongside."""
+    """422 from a batch: the envelope. When the batch was read and every item rejected, one detail per
+    field of every item (its path prefixed with notifications[i]), and the per-item results alongside."""
 
-    results: list[BatchItem]
-    accepted: int
-    rejected: int
+    results: list[BatchItem] | None = None
+    accepted: int | None = None
+    rejected: int | None = None
 
 
 # ---------------------------------------------------------------- other replies
