@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from notify_core import dlq, health, notifications, users
 from notify_core.auth import Principal
-from notify_core.errors import DomainError, ServiceUnavailable, ValidationFailed
+from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
 from notify_core.fields import Cursor, IdempotencyKeyHeader, QueryInt
 from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result
 from notify_core.models import (
@@ -124,20 +124,12 @@ def unexpected(exc: Exception) -> Response[str]:
     # logged with the frames and the exception's type only (observability.SafeFormatter)
     logger.exception("unhandled error", extra={"route": app.context.get("route")})
     metrics.add_metric(name="UnhandledErrors", unit="Count", value=1)
-    return error_response(_Internal("an internal error occurred; it has been logged"))
-
-
-class _Internal(DomainError):
-    status, code = 500, "internal_error"
+    return error_response(InternalError("an internal error occurred; it has been logged"))
 
 
 @app.not_found
 def not_found(exc: Exception) -> Response[str]:
-    return error_response(_NoRoute("no route for this method and path"))
-
-
-class _NoRoute(DomainError):
-    status, code = 404, "not_found"
+    return error_response(NotFound("no route for this method and path"))
 
 
 # ------------------------------------------------------------------ public routes

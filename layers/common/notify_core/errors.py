@@ -70,3 +70,9 @@ class RateLimited(DomainError):
 
 class ServiceUnavailable(DomainError):
     status, code = 503, "service_unavailable"
+
+
+class InternalError(DomainError):
+    """The reply to an unexpected exception (never its message: that stays out of replies and logs)."""
+
+    status, code = 500, "internal_error"

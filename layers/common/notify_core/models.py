@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -203,6 +204,17 @@ RECIPIENT_FIELD = {"email": "to", "sms": "to", "push": "token"}
 
 # ---------------------------------------------------------------- notifications
 
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "description": (
+        "What the channel sends. email: to, subject, body (from, html, reply_to optional); sms: to (E.164),"
+        " body (at most 1600 characters); push: token or topic (not both), title, body, data (string to"
+        " string). A missing to/token is taken from the user. The original design's form, a string holding"
+        " the JSON object, is accepted too."
+    ),
+    "anyOf": [{"type": "object"}, {"type": "string", "contentMediaType": "application/json"}],
+    "examples": [{"to": "a@example.com", "subject": "Hi", "body": "Hello"}],
+}
+
 
 class NotificationCreate(Strict):
     model_config = ConfigDict(
@@ -229,9 +241,7 @@ class NotificationCreate(Strict):
     user_id: UUID | None = None
     channel: Channel = Field(validation_alias=AliasChoices("channel", "message_type"))
     provider: ProviderName | None = None
-    payload: Annotated[dict[str, Any], BeforeValidator(_json_object)] = Field(
-        description="An object, or a string holding a JSON object; its fields depend on the channel"
-    )
+    payload: Annotated[dict[str, Any], BeforeValidator(_json_object), WithJsonSchema(PAYLOAD_SCHEMA)]
     idempotency_key: IdempotencyKey | None = None
     send_at: Instant | None = None
     max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] | None = None
