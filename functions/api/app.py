@@ -177,11 +177,21 @@ def get_swagger(format: Annotated[Literal["json"] | None, Query()] = None) -> Re
     return Response(200, "text/html; charset=utf-8", page, headers={"Content-Security-Policy": policy})
 
 
-_document: str | None = None
+_document: dict[str, Any] | None = None
+
+
+def _base_path() -> str:
+    """Where the API is mounted, as the client sees it: `/<stage>` on API Gateway's own domain, nothing
+    behind a custom domain or notify-local (the stage is then not part of the path)."""
+    context = app.current_event.request_context
+    stage = context.stage
+    if stage and stage != "$default" and (context.path or "").startswith(f"/{stage}/"):
+        return f"/{stage}"
+    return ""
 
 
 def openapi_json() -> str:
-    """The OpenAPI document, generated from the routes once per container."""
+    """The OpenAPI document: generated from the routes once per container, its server per request."""
     global _document
     if _document is None:
         from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
@@ -197,7 +207,7 @@ def openapi_json() -> str:
                 },
             )
         )
-    return _document
+    return json.dumps({**_document, "servers": [{"url": _base_path() or "/"}]}, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------ users

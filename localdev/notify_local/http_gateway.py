@@ -388,6 +388,8 @@ class HttpGateway:
             source_ip=client_ip,
         )
         event["requestContext"]["requestId"] = api_request_id
+        # served at the root, as API Gateway is behind a custom domain: the stage is not in the path
+        event["requestContext"]["path"] = raw_path
         outcome = self.invoke(route.function, event)
         proxied = proxy_reply(outcome.result) if outcome.ok else None
         if proxied is None:

@@ -231,7 +231,7 @@ class Routes:
                 return spec
         return None
 
-    def document(self, generated: str) -> str:
+    def document(self, generated: str) -> dict[str, Any]:
         """The resolver's generated document, trimmed to the truth: Powertools adds a 422 (and with
         response validation a 500) with bodies of its own to every operation; here an operation keeps
         only the statuses its route declared, each error with the envelope, and Powertools' schemas go."""
@@ -252,7 +252,7 @@ class Routes:
         schemas = doc.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
             schemas.pop(name, None)
-        return json.dumps(doc, separators=(",", ":"))
+        return doc
 
 
 def operations(specs: Iterable[RouteSpec]) -> list[tuple[str, str]]:
