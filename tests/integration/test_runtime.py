@@ -318,6 +318,9 @@ def test_real_api_function_over_http(api_runtime: Runtime, tenant: Tenant) -> No
         assert missing.headers.get("X-Content-Type-Options") == "nosniff"
     # without a key, the function's own 401
     assert http(base, "GET", "/api/v1/notifications").status == 401
+    # a body over API Gateway's 10 MB limit never reaches the function
+    too_large = http(base, "POST", "/api/v1/users", {"username": "x" * (10 * 1024 * 1024)}, key)
+    assert too_large.status == 413 and too_large.body["error"]["code"] == "payload_too_large"
 
 
 def test_a_burst_of_200_connections_is_queued_not_reset(test_env: Sandbox) -> None:
