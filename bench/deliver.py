@@ -1,13 +1,18 @@
 """Delivery benchmark: the sender function in-process against real PostgreSQL, Redis and SQS, with
-the real SendGrid SDK talking to the provider stub, which answers every send in 100 ms.
+the real SendGrid SDK talking to the provider stub, which answers each send after M ms.
 
-Prints: a batch of 10 through the sender — wall time as a multiple of the provider time (target
-≤ 1.3x) and messages/s for one sender; the same messages sent one at a time as the original design
-does (one SELECT, one send, one UPDATE each) and the ratio; then the cold-start cost (fresh
-process: import + init) of the sender and the API handler, median of 10 (targets: sender ≤ 500 ms,
-API ≤ 300 ms).
+Prints, each figure the median of --rounds batches with the range over them:
+- the batch's wall time as a multiple of the provider time, for batch sizes N with N sends in
+  flight (SEND_CONCURRENCY = N): a table for N = 10, 50, 100 and M = 50, 100, 500, or the one
+  combination given with --batch-size/--provider-ms (targets: ≤ 1.15 at N = 10, ≤ 1.3 at N = 100);
+- a batch of 10 where one send takes 5 s (`slow_batch_s`), and when the nine others' outcomes were
+  committed (`others_recorded_s`: they no longer wait for the slow one);
+- the original design as it ran: five workers in parallel, each taking one message at a time (one
+  SELECT, one send, one UPDATE), against five sender invocations in parallel (the template's
+  SenderMaxConcurrency) with batches of 10, over the same messages at the same latency
+  (`baseline_msgs_per_s`, `msgs_per_s`, `speedup`).
 
-    .venv/bin/python -m bench.deliver [--batches 20] [--provider-ms 100]
+    .venv/bin/python -m bench.deliver [--batch-size N --provider-ms M] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -16,129 +21,168 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
-from bench.common import ROOT, bench_sandbox, describe
-from notify_core import auth, notifications, providers
+from bench.common import bench_sandbox, spread, stub_process
+from notify_core import auth, clients, notifications, providers
 from notify_core.providers import OutgoingMessage, get_provider
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
-from notify_local.provider_stub import ProviderStub
 
 PAYLOAD = {"from": "ops@example.com", "subject": "Bench", "body": "Hello"}
+SMS = {"to": "+14155550100", "body": "slow"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--provider-ms", type=int, default=100)
-    parser.add_argument("--cold-runs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--provider-ms", type=int)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline-messages", type=int, default=200)
     args = parser.parse_args()
+    sizes = [args.batch_size] if args.batch_size else [10, 50, 100]
+    latencies = [args.provider_ms] if args.provider_ms else [50, 100, 500]
+    result: dict[str, Any] = {"multiple": {}}
 
-    with ProviderStub() as stub, bench_sandbox("deliver") as box:
+    with stub_process() as stub, bench_sandbox("deliver") as box:
         os.environ.update(stub.env())
-        providers.reset_providers()
-        stub.configure("sendgrid", delay_ms=args.provider_ms)
         tenant = auth.create_tenant("bench")
-        sender = load_handler("functions/sender/", "app.handler")
         arn = box.stack.queues["NotificationsQueue"].arn
 
-        def enqueue(n: int) -> list[dict[str, Any]]:
+        def batch(
+            n: int, channel: str = "email", payload: dict[str, Any] | None = None
+        ) -> list[dict[str, Any]]:
+            """n notifications stored and enqueued by the real ingest; the sender's event built from them."""
             items = [
-                {"channel": "email", "payload": {**PAYLOAD, "to": f"u{i}@example.com"}} for i in range(n)
+                {"channel": channel, "payload": payload or {**PAYLOAD, "to": f"u{i}@example.com"}}
+                for i in range(n)
             ]
             outcomes = notifications.create(tenant, items)
             assert all(o.error is None for o in outcomes)
-            got: list[dict[str, Any]] = []
-            while len(got) < n:
-                got += box.sqs.receive_message(
-                    QueueUrl=box.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
-                ).get("Messages", [])
-            return got
+            return [message(o.notification.id) for o in outcomes]
 
-        # warm-up: provider client, pool, Redis
-        sender(sqs_event(enqueue(10), arn), LambdaContext("SenderFunction", 512, 30))
+        def message(nid: uuid.UUID) -> dict[str, Any]:
+            body = json.dumps({"id": str(nid), "tenant_id": str(tenant)})
+            return {"MessageId": str(uuid.uuid4()), "ReceiptHandle": "rh", "Body": body, "Attributes": {}}
 
-        walls: list[float] = []
-        for _ in range(args.batches):
-            messages = enqueue(10)
+        def invoke(messages: list[dict[str, Any]], instance: int = 0) -> float:
+            sender = load_handler("functions/sender/", "app.handler", instance)
             t0 = time.perf_counter()
             reply = sender(sqs_event(messages, arn), LambdaContext("SenderFunction", 512, 30))
-            walls.append((time.perf_counter() - t0) * 1000)
+            wall = time.perf_counter() - t0
             assert reply == {"batchItemFailures": []}, reply
-            box.sqs.delete_message_batch(
-                QueueUrl=box.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-            )
-        median = statistics.median(walls)
-        print(
-            f"sender, batch of 10, provider {args.provider_ms} ms: wall {describe(walls)}; "
-            f"median = {median / args.provider_ms:.2f}x the provider time (target ≤ 1.3x); "
-            f"{10 / (median / 1000):,.0f} messages/s for one sender"
-        )
+            return wall
 
-        # the original design: per message one SELECT, one send, one UPDATE
-        messages = enqueue(10)
-        ids = [json.loads(m["Body"])["id"] for m in messages]
-        provider = get_provider("sendgrid")
-        t0 = time.perf_counter()
-        with psycopg.connect(box.database_url) as conn:
-            for nid in ids:
-                row = conn.execute(
-                    "SELECT id, tenant_id, payload FROM notifications WHERE id = %s", (nid,)
-                ).fetchone()
-                assert row is not None
-                provider.send(OutgoingMessage(row[0], row[1], "email", "sendgrid", row[2], 1))
-                conn.execute(
-                    "UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", (nid,)
+        def configure(concurrency: int, **env: str) -> None:
+            os.environ.update(SEND_CONCURRENCY=str(concurrency), **env)
+            clients.reset()
+
+        # ---------------------------------------------------------------- the table
+        for n in sizes:
+            configure(n)
+            for ms in latencies:
+                stub.configure("sendgrid", delay_ms=ms)
+                invoke(batch(n))  # warm-up: provider client, pool, Redis, threads
+                walls = [invoke(batch(n)) * 1000 / ms for _ in range(args.rounds)]
+                result["multiple"][f"{n}x{ms}ms"] = round(statistics.median(walls), 3)
+                print(
+                    f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms: {spread(walls, 'x')} the provider time"
                 )
-                conn.commit()
-        sequential = (time.perf_counter() - t0) * 1000
+
+        if args.batch_size or args.provider_ms:
+            (result["multiple"],) = result["multiple"].values()  # one figure when one combination is asked
+            print("RESULT " + json.dumps(result))
+            return
+
+        # ---------------------------------------------------------------- one slow send
+        configure(10, TWILIO_TIMEOUT_SECONDS="10")
+        stub.configure("sendgrid", delay_ms=100)
+        stub.configure("twilio", delay_ms=5000)
+        slow, others = [], []
+        for _ in range(max(3, args.rounds // 2)):
+            messages = batch(9) + batch(1, "sms", SMS)
+            started = time.time()
+            slow.append(invoke(messages))
+            ids = [json.loads(m["Body"])["id"] for m in messages[:9]]
+            with psycopg.connect(box.database_url) as conn:
+                (last,) = conn.execute(
+                    "SELECT max(extract(epoch FROM sent_at)) FROM notifications WHERE id = ANY(%s::uuid[])",
+                    (ids,),
+                ).fetchone()  # type: ignore[misc]
+            others.append(float(last) - started)
+        result["slow_batch_s"] = round(statistics.median(slow), 2)
+        result["others_recorded_s"] = round(statistics.median(others), 3)
         print(
-            f"one at a time (original design): {sequential:.0f} ms for 10 = {10 / (sequential / 1000):,.0f} messages/s;"
-            f" concurrent batch is {sequential / median:.1f}x faster"
+            f"batch of 10 with one 5 s send: invocation {spread(slow, ' s')}; the nine others committed after "
+            f"{spread(others, ' s')}"
         )
 
-    for name, path in (("sender", "functions/sender/"), ("api", "functions/api/")):
-        times = cold_starts(path, args.cold_runs)
-        target = 500 if name == "sender" else 300
+        # ---------------------------------------------------------------- the original design
+        configure(10)
+        stub.configure("sendgrid", delay_ms=100)
+        total = args.baseline_messages
+        ids = [json.loads(m["Body"])["id"] for m in batch(total)]
+        provider = get_provider("sendgrid")
+        queue_lock = threading.Lock()
+
+        def worker() -> None:
+            with psycopg.connect(box.database_url) as conn:
+                while True:
+                    with queue_lock:
+                        if not ids:
+                            return
+                        nid = ids.pop()
+                    row = conn.execute(
+                        "SELECT id, tenant_id, payload FROM notifications WHERE id = %s", (nid,)
+                    ).fetchone()
+                    assert row is not None
+                    provider.send(OutgoingMessage.build(row[0], row[1], "email", "sendgrid", row[2], 1))
+                    conn.execute(
+                        "UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", (nid,)
+                    )
+                    conn.commit()
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            for future in [pool.submit(worker) for _ in range(5)]:
+                future.result()
+        baseline = total / (time.perf_counter() - t0)
+
+        batches = [batch(10) for _ in range(total // 10)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=5) as pool:  # five sender invocations, each its own copy
+            slots = iter(range(len(batches)))
+            lock = threading.Lock()
+
+            def invocation(instance: int) -> None:
+                while True:
+                    with lock:
+                        k = next(slots, None)
+                    if k is None:
+                        return
+                    invoke(batches[k], instance)
+
+            for future in [pool.submit(invocation, i) for i in range(5)]:
+                future.result()
+        ours = total / (time.perf_counter() - t0)
+        result.update(
+            baseline_msgs_per_s=round(baseline, 1),
+            msgs_per_s=round(ours, 1),
+            speedup=round(ours / baseline, 2),
+        )
         print(
-            f"cold start {name}: median {statistics.median(times):.0f} ms over {len(times)} fresh processes"
-            f" (min {min(times):.0f}, max {max(times):.0f}; target ≤ {target} ms)"
+            f"original design, 5 workers one message at a time: {baseline:,.0f} messages/s; "
+            f"5 sender invocations, batches of 10: {ours:,.0f} messages/s; speedup {ours / baseline:.1f}x"
         )
-
-
-COLD = """
-import time
-from notify_local.lambda_env import load_handler  # the loader (PyYAML, template code) is not Lambda's cost
-t0 = time.perf_counter()
-handler = load_handler({path!r}, "app.handler")
-print((time.perf_counter() - t0) * 1000)
-"""
-
-
-def cold_starts(path: str, runs: int) -> list[float]:
-    """Import + init of a function's module in a fresh interpreter (what Lambda's init phase pays on
-    top of the runtime itself), measured inside the process so interpreter start-up is excluded."""
-    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": os.environ.get("POWERTOOLS_TRACE_DISABLED", "true")}
-    out = []
-    for _ in range(runs):
-        result = subprocess.run(
-            [sys.executable, "-c", COLD.format(path=path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-        )
-        out.append(float(result.stdout.strip().splitlines()[-1]))
-    return out
+        providers.reset_providers()
+    print("RESULT " + json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from notify_core import dlq, health, notifications, users
 from notify_core.auth import Principal
+from notify_core.config import get_settings
 from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
 from notify_core.fields import Cursor, IdempotencyKeyHeader, QueryInt
 from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result
@@ -50,6 +51,8 @@ from notify_core.openapi import Routes, swagger_page
 
 TITLE = "Notification platform API"
 VERSION = "1.1.0"
+
+get_settings()  # a wrong setting fails the cold start
 
 
 def _gated_body(_text: str) -> Any:

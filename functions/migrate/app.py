@@ -8,7 +8,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from notify_core import custom_resource, db
+from notify_core.config import get_settings
 from notify_core.observability import logger
+
+get_settings()  # a wrong setting fails the cold start
 
 
 def migrate(event: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from notify_core import sweeper
+from notify_core.config import get_settings
 from notify_core.observability import logger, metrics, tracer
+
+get_settings()  # a wrong setting fails the cold start
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -358,6 +358,9 @@ def _serve(
         **LOCAL_AWS_ENV,
         "AWS_REGION": REGION,
         "POWERTOOLS_TRACE_DISABLED": "1",
+        # One process stands in for every function's containers (each of which has its own pool in
+        # AWS), so the one pool they share here is sized for all of them.
+        "DB_POOL_MAX_SIZE": "20",
     }
     functions = [
         logical_id

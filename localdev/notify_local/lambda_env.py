@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -42,16 +43,15 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-_loaded: dict[tuple[str, str, int], Handler] = {}
+_modules: dict[tuple[str, str, int], ModuleType] = {}
 
 
-def load_handler(code_uri: str, handler: str, instance: int = 0) -> Handler:
-    """Import `module.function` from the CodeUri folder (relative to the repository, or absolute)
-    under a unique module name (no sys.path). Each `instance` is a separate import with its own
+def load_module(code_uri: str, module_name: str, instance: int = 0) -> ModuleType:
+    """Import `module_name` from the CodeUri folder (relative to the repository, or absolute) under a
+    unique module name (no sys.path). Each `instance` is a separate import with its own
     module-level state, as each Lambda execution environment has."""
-    key = (code_uri, handler, instance)
-    if key not in _loaded:
-        module_name, func_name = handler.rsplit(".", 1)
+    key = (code_uri, module_name, instance)
+    if key not in _modules:
         path = (ROOT / code_uri / f"{module_name.replace('.', '/')}.py").resolve()
         suffix = f"_env{instance}" if instance else ""
         unique = f"lambda_{path.parent.name}_{module_name}{suffix}".replace(".", "_")
@@ -61,8 +61,15 @@ def load_handler(code_uri: str, handler: str, instance: int = 0) -> Handler:
         module = importlib.util.module_from_spec(spec)
         sys.modules[unique] = module  # pydantic resolves the module's annotations through sys.modules
         spec.loader.exec_module(module)
-        _loaded[key] = getattr(module, func_name)
-    return _loaded[key]
+        _modules[key] = module
+    return _modules[key]
+
+
+def load_handler(code_uri: str, handler: str, instance: int = 0) -> Handler:
+    """`module.function` of a function's CodeUri, loaded as the Lambda runtime loads it (see
+    load_module)."""
+    module_name, func_name = handler.rsplit(".", 1)
+    return getattr(load_module(code_uri, module_name, instance), func_name)
 
 
 def rest_event(

@@ -14,18 +14,14 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from notify_core import auth, db, queue, ratelimit
-from notify_core.config import get_settings
+from notify_core import auth, clients, db
 
 from .stack import Stack
 
 
 def reset_clients() -> None:
     """Forget every per-container client so the next use reads the current environment."""
-    get_settings.cache_clear()
-    db.close_pool()
-    ratelimit.reset_client()
-    queue.reset_client()
+    clients.reset()
     auth.clear_cache()
 
 

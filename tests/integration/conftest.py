@@ -7,17 +7,22 @@ import json
 import os
 import random
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
-from notify_core import auth
-from notify_local.lambda_env import LambdaContext, load_handler, rest_event
+from notify_core import auth, clients, providers
+from notify_local.lambda_env import LambdaContext, load_handler, rest_event, sqs_event
+from notify_local.provider_stub import ProviderStub
 from notify_local.sandbox import Sandbox as ServiceEnv
 from notify_local.sandbox import reset_clients, sandbox
+from notify_local.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +197,141 @@ def drain(sqs: Any, queue_url: str, ids: set[str], rounds: int = 15) -> list[dic
         if not messages and ids <= {b["id"] for b in got}:
             break
     return got
+
+
+# ---------------------------------------------------------------- the delivery pipeline
+
+EMAIL = {
+    "to": "ada@example.com",
+    "from": "ops@example.com",
+    "subject": "Hi",
+    "body": "Hello",
+    "html": "<p>Hello</p>",
+}
+SMS = {"to": "+14155550100", "body": "Your code is 123456"}
+PUSH = {"token": "device-token-1", "title": "Ping", "body": "You have mail", "data": {"k": "v"}}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[ProviderStub]:
+    with ProviderStub() as server:
+        yield server
+
+
+@dataclass
+class Pipeline:
+    env: ServiceEnv
+    stack: Stack
+    stub: ProviderStub
+
+    @property
+    def queue(self) -> str:
+        return self.stack.queues["NotificationsQueue"].url
+
+    @property
+    def dlq(self) -> str:
+        return self.stack.queues["NotificationsDLQ"].url
+
+    def receive(self, queue_url: str | None = None, wait: int = 1, rounds: int = 3) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        for _ in range(rounds):
+            reply = self.env.sqs.receive_message(
+                QueueUrl=queue_url or self.queue,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            got += reply.get("Messages", [])
+            if got:
+                break
+        return got
+
+    def invoke(
+        self, function: str, messages: list[dict[str, Any]], queue: str = "NotificationsQueue"
+    ) -> dict[str, Any]:
+        """Invoke a queue consumer as Lambda's event source mapping does, and delete what it did not
+        report as failed (ReportBatchItemFailures)."""
+        arn = self.stack.queues[queue].arn
+        handler = load_handler(f"functions/{function}/", "app.handler")
+        reply = handler(sqs_event(messages, arn), LambdaContext(function, 512, 30))
+        failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                self.env.sqs.delete_message(
+                    QueueUrl=self.stack.queues[queue].url, ReceiptHandle=m["ReceiptHandle"]
+                )
+        return reply
+
+    def drain_sender(self, rounds: int = 10) -> None:
+        for _ in range(rounds):
+            messages = self.receive(rounds=1)
+            if not messages:
+                return
+            self.invoke("sender", messages)
+
+    def row(self, notification_id: str) -> dict[str, Any]:
+        with psycopg.connect(self.env.database_url, row_factory=dict_row) as conn:
+            row = conn.execute("SELECT * FROM notifications WHERE id = %s", (notification_id,)).fetchone()
+            assert row is not None
+            row["attempts"] = conn.execute(
+                "SELECT * FROM notification_attempts WHERE notification_id = %s ORDER BY attempt_number",
+                (notification_id,),
+            ).fetchall()
+            row["dead_letters"] = conn.execute(
+                "SELECT * FROM notification_dlq WHERE notification_id = %s", (notification_id,)
+            ).fetchall()
+        return row
+
+    def only(self, ids: list[str]) -> None:
+        """The sweeper works on the whole database: settle every other test's unfinished rows, so
+        that a sweep in this test sees exactly the rows it made."""
+        self.sql(
+            "UPDATE notifications SET status = 'cancelled', cancelled_at = now() WHERE NOT (id = ANY(%s::uuid[]))"
+            " AND status IN ('pending', 'scheduled', 'queued', 'sending', 'retrying')",
+            ids,
+        )
+
+    def sql(self, statement: str, *params: Any) -> None:
+        with psycopg.connect(self.env.database_url) as conn:
+            conn.execute(statement, params)
+
+
+@pytest.fixture
+def pipeline(
+    test_env: ServiceEnv, stub: ProviderStub, settings_env: Callable[..., None]
+) -> Iterator[Pipeline]:
+    stub.reset()
+    stack = Stack.load(f"d{uuid.uuid4().hex[:10]}", overrides={"MaxReceiveCount": "2"})
+    stack.create_queues(test_env.sqs)
+    settings_env(
+        NOTIFICATIONS_QUEUE_URL=stack.queues["NotificationsQueue"].url,
+        RETRY_BASE_SECONDS="1",
+        RETRY_CAP_SECONDS="2",
+        **stub.env(),
+    )
+    providers.reset_providers()
+    yield Pipeline(test_env, stack, stub)
+    providers.reset_providers()
+    stack.delete_queues(test_env.sqs)
+
+
+class Exploding:
+    """A provider whose send hits a bug: what the sender must report, not swallow."""
+
+    name = "console"
+    max_send_seconds = 1.0
+
+    def send(self, message: object) -> object:
+        raise RuntimeError("simulated bug in a provider")
+
+
+@pytest.fixture
+def exploding_console(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(clients._clients, "provider:console", Exploding())
+
+
+def create(api: Api, channel: str, payload: dict[str, Any], **extra: Any) -> str:
+    reply = api("POST", "/api/v1/notifications", {"channel": channel, "payload": payload, **extra})
+    assert reply.status == 202, reply.raw
+    return str(reply.json["id"])

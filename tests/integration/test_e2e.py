@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from notify_core import providers
+from notify_core import clients, providers
 from notify_local.invoker import Invocation
 from notify_local.provider_stub import ProviderStub
 from notify_local.runtime import Runtime
@@ -143,6 +143,7 @@ def test_permanent_failure_ends_in_a_dead_letter(system: System) -> None:
 
 class Exploding:
     name = "console"
+    max_send_seconds = 1.0
 
     def send(self, message: object) -> object:
         raise RuntimeError("simulated bug in a provider")
@@ -151,7 +152,7 @@ class Exploding:
 def test_handler_that_raises_is_redriven_to_the_dlq_processor(
     system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(providers._providers, "console", Exploding())
+    monkeypatch.setitem(clients._clients, "provider:console", Exploding())
     nid = system.create(provider="console")
     # the sender fails it, SQS redelivers it (2 s visibility) and after 2 receives redrives it to the
     # DLQ, whose poller invokes the DLQ processor

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from notify_core import db
 from notify_local.lambda_env import LambdaContext, load_handler
 
 EVENT = Path(__file__).resolve().parents[2] / "events" / "migrate_create.json"
@@ -71,12 +72,14 @@ def test_create_and_update_migrate_and_answer_success(
     )
     first, second = answers
     assert first["Status"] == "SUCCESS"
-    assert first["Data"] == {"Applied": "0001_foundation"}
+    versions = [version for version, _ in db._migration_files()]
+    assert versions[:2] == ["0001_foundation", "0002_delivery_engine"]
+    assert first["Data"] == {"Applied": ",".join(versions)}
     assert second["Data"] == {"Applied": "none"}
     assert first["RequestId"] == event["RequestId"]
     assert first["PhysicalResourceId"] == "DatabaseMigrations"
     with psycopg.connect(fresh_database) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(versions),)
 
 
 def test_failure_is_reported_not_left_hanging(

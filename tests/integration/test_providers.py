@@ -95,7 +95,7 @@ def stub_env(stub: ProviderStub, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
 
 def message(provider: str, payload: dict[str, Any] | None = None, attempt: int = 1) -> OutgoingMessage:
     channel, default = PAYLOADS[provider]
-    return OutgoingMessage(
+    return OutgoingMessage.build(
         notification_id=uuid.uuid4(),
         tenant_id=uuid.uuid4(),
         channel=channel,
@@ -403,7 +403,7 @@ def test_closed_port_is_a_transient_connection_error(
     assert error.code == "connection"
 
 
-def test_fcm_token_endpoint_unreachable_is_a_transient_connection_error(
+def test_fcm_token_endpoint_unreachable_is_transient_and_sends_nothing(
     stub: ProviderStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account = stub.service_account()
@@ -414,7 +414,7 @@ def test_fcm_token_endpoint_unreachable_is_a_transient_connection_error(
     error = send_error("fcm")
 
     assert isinstance(error, TransientProviderError)
-    assert error.code == "connection"
+    assert (error.code, error.ambiguous) == ("token_unavailable", False)
     assert stub.requests("fcm") == []
 
 

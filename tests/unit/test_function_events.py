@@ -9,20 +9,21 @@ from pathlib import Path
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsModel
 
-from notify_core.delivery import NotificationRecord
 from notify_core.queue import QueueMessage
+from notify_local.lambda_env import load_module
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def test_sender_and_dlq_events_carry_notification_messages() -> None:
+    record_model = load_module("functions/sender/", "app").NotificationRecord
     for name in ("sender_batch.json", "dlq_processor_batch.json"):
         raw = json.loads((EVENTS / name).read_text())
         event = parse(event=raw, model=SqsModel)
         assert event.Records
         for record in raw["Records"]:
-            parsed = NotificationRecord.model_validate(record)
-            assert parsed.body.id == QueueMessage.model_validate_json(record["body"]).id
+            parsed = record_model.model_validate(record)
+            assert parsed.body.id == QueueMessage.parse(record["body"]).id
 
 
 def test_schedule_events_are_eventbridge_scheduled_events() -> None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from notify_core import clients
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -32,6 +33,7 @@ from notify_core.providers.base import (
     ENV_NAMES,
     ProviderSettingsError,
     classify_http_status,
+    classify_requests_error,
     classify_transport_error,
     forget_secrets,
     load_secret,
@@ -67,7 +69,7 @@ def clean_providers(monkeypatch: pytest.MonkeyPatch) -> Any:
 def message(
     channel: str = "email", provider: str = "console", payload: dict[str, Any] | None = None
 ) -> OutgoingMessage:
-    return OutgoingMessage(
+    return OutgoingMessage.build(
         notification_id=uuid.uuid4(),
         tenant_id=uuid.uuid4(),
         channel=channel,
@@ -100,7 +102,7 @@ def test_importing_the_package_imports_no_provider_sdk() -> None:
         f"sdks = {SDK_MODULES!r}\n"
         "loaded = [m for m in sdks if m in sys.modules]\n"
         "assert not loaded, f'imported at package import: {loaded}'\n"
-        "p.get_provider('console').send(p.OutgoingMessage(uuid.uuid4(), uuid.uuid4(), 'sms', 'console',"
+        "p.get_provider('console').send(p.OutgoingMessage.build(uuid.uuid4(), uuid.uuid4(), 'sms', 'console',"
         " {'to': '+14155550100', 'body': 'x'}, 1))\n"
         "loaded = [m for m in sdks if m in sys.modules]\n"
         "assert not loaded, f'imported by the console provider: {loaded}'\n"
@@ -158,7 +160,7 @@ def test_console_provider_logs_and_returns_a_receipt() -> None:
     assert extra["provider_message_id"] == receipt.provider_message_id
     assert extra["notification_id"] == str(msg.notification_id)
     assert extra["tenant_id"] == str(msg.tenant_id)
-    assert extra["payload"] == msg.payload
+    assert extra["payload"] == msg.payload.model_dump(by_alias=True, exclude_none=True)
     json.dumps(extra)
 
 
@@ -232,7 +234,9 @@ def test_missing_credentials_fail_at_send_not_at_build(
 def test_settings_defaults() -> None:
     s = ProviderSettings.from_env({})
     assert s.sendgrid_base_url == "https://api.sendgrid.com"
-    assert s.provider_timeout_seconds == 10.0
+    assert s.provider_timeout_seconds == 5.0
+    assert s.provider_connect_timeout_seconds == 2.0
+    assert s.read_timeout("sendgrid") == 5.0
     assert s.twilio_base_url == s.fcm_base_url == ""
     assert s.sendgrid_api_key.get_secret_value() == ""
 
@@ -273,7 +277,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
     from moto import mock_aws
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # an integration run may have set it
-    forget_secrets()
+    clients.reset()  # no Secrets Manager client from before the mock
     with mock_aws():
         import boto3
 
@@ -289,7 +293,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
         with pytest.raises(PermanentProviderError) as caught:
             load_secret(arn.replace("providers", "missing"))
         assert caught.value.code == "not_configured"
-    forget_secrets()
+    clients.reset()
 
 
 # ---------------------------------------------------------------- generic classification
@@ -333,22 +337,45 @@ def test_retry_after_parsing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "code"),
+    ("exc", "code", "ambiguous"),
     [
-        (TimeoutError("timed out"), "timeout"),
-        (urllib.error.URLError(TimeoutError("timed out")), "timeout"),
-        (urllib.error.URLError("timed out"), "timeout"),
-        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "connection"),
-        (urllib.error.URLError(OSError(-2, "Name or service not known")), "connection"),
-        (ConnectionResetError(104, "reset"), "connection"),
-        (http.client.RemoteDisconnected("closed"), "connection"),
-        (http.client.IncompleteRead(b"x"), "connection"),
+        # the answer did not come back: the provider may have accepted the message
+        (TimeoutError("timed out"), "timeout", True),
+        (ConnectionResetError(104, "reset"), "connection_lost", True),
+        (http.client.RemoteDisconnected("closed"), "connection_lost", True),
+        (http.client.IncompleteRead(b"x"), "connection_lost", True),
+        # urllib wraps what fails while connecting and sending: nothing reached the provider
+        (urllib.error.URLError(TimeoutError("timed out")), "connect_timeout", False),
+        (urllib.error.URLError("timed out"), "connect_timeout", False),
+        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "connection", False),
+        (urllib.error.URLError(OSError(-2, "Name or service not known")), "connection", False),
     ],
 )
-def test_transport_errors_are_transient(exc: BaseException, code: str) -> None:
+def test_transport_errors_are_transient(exc: BaseException, code: str, ambiguous: bool) -> None:
     error = classify_transport_error(exc, provider="p")
     assert isinstance(error, TransientProviderError)
-    assert error.code == code
+    assert (error.code, error.ambiguous) == (code, ambiguous)
+
+
+def test_requests_errors_say_whether_the_request_was_sent() -> None:
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+    refused = requests.exceptions.ConnectionError(
+        MaxRetryError(None, "/", NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+    )
+    aborted = requests.exceptions.ConnectionError(ProtocolError("Connection aborted."))
+    cases = {
+        "connect timeout": (requests.exceptions.ConnectTimeout(), ("connect_timeout", False)),
+        "read timeout": (requests.exceptions.ReadTimeout(), ("timeout", True)),
+        "refused": (refused, ("connection", False)),
+        "aborted after sending": (aborted, ("connection_lost", True)),
+    }
+    for name, (exc, expected) in cases.items():
+        error = classify_requests_error(exc, provider="p")
+        assert error is not None, name
+        assert (error.code, error.ambiguous) == expected, name
+    assert classify_requests_error(ValueError("x"), provider="p") is None
 
 
 def test_non_transport_errors_are_not_claimed_by_the_transport_helper() -> None:
@@ -513,24 +540,22 @@ def test_fcm_maps_sdk_and_google_auth_exceptions(fcm_provider: Any) -> None:
     def classify(exc: Exception) -> ProviderError:
         return fcm_provider._classify(exc)
 
-    assert (
-        classify(fb.DeadlineExceededError("slow", cause=requests.exceptions.ReadTimeout())).code == "timeout"
-    )
-    assert (
-        classify(fb.UnavailableError("down", cause=requests.exceptions.ConnectionError())).code
-        == "connection"
-    )
+    slow = classify(fb.DeadlineExceededError("slow", cause=requests.exceptions.ReadTimeout()))
+    assert (slow.code, getattr(slow, "ambiguous", None)) == ("timeout", True)
+    refused = classify(fb.UnavailableError("down", cause=requests.exceptions.ConnectTimeout()))
+    assert (refused.code, getattr(refused, "ambiguous", None)) == ("connect_timeout", False)
     unknown = classify(fb.UnknownError("?", cause=RuntimeError("?")))
     assert (type(unknown), unknown.code) == (TransientProviderError, "unexpected")
 
+    # a failed token request means no push was sent
     transport = ga.TransportError("token request failed")
-    transport.__cause__ = requests.exceptions.ConnectTimeout()
-    assert classify(transport).code == "timeout"
-    assert classify(ga.TransportError("x")).code == "connection"
+    transport.__cause__ = requests.exceptions.ReadTimeout()
+    token = classify(transport)
+    assert (token.code, getattr(token, "ambiguous", None)) == ("token_unavailable", False)
     retryable = classify(ga.RefreshError("503", retryable=True))
     assert (type(retryable), retryable.code) == (TransientProviderError, "token_unavailable")
-    refused = classify(ga.RefreshError("invalid_grant"))
-    assert (type(refused), refused.code) == (PermanentProviderError, "auth")
+    denied = classify(ga.RefreshError("invalid_grant"))
+    assert (type(denied), denied.code) == (PermanentProviderError, "auth")
     assert classify(ValueError("Message.data must not contain non-string values.")).code == "invalid_payload"
     assert classify(RuntimeError("?")).code == "unexpected"
 

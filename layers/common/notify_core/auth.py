@@ -24,6 +24,20 @@ SCOPES = (
     "notifications:write",
     "dlq:read",
     "dlq:write",
+    # v1.1
+    "templates:read",
+    "templates:write",
+    "preferences:read",
+    "preferences:write",
+    "messages:write",
+    "suppressions:read",
+    "suppressions:write",
+    "webhooks:read",
+    "webhooks:write",
+    "keys:admin",
+    "audit:read",
+    "metrics:read",
+    "providers:admin",
 )
 KEY_PREFIX = "nk_"
 

@@ -1,5 +1,6 @@
-"""Daily cleanup: dead letters, attempts and idempotency keys past their retention, in bounded
-batches (each batch its own short transaction, so the job never holds long locks)."""
+"""Daily cleanup: dead letters, attempts, idempotency keys and records, and audit events past their
+retention, in bounded batches (each batch its own short transaction, so the job never holds long
+locks)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ _JOBS = {
     " (SELECT id FROM notification_attempts WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
     "idempotency_keys": "UPDATE notifications SET idempotency_key = NULL, request_hash = NULL WHERE id IN"
     " (SELECT id FROM notifications WHERE idempotency_key IS NOT NULL AND created_at < %(cutoff)s LIMIT %(limit)s)",
+    "idempotency_records": "DELETE FROM idempotency_records WHERE id IN"
+    " (SELECT id FROM idempotency_records WHERE expiration < extract(epoch FROM %(cutoff)s) LIMIT %(limit)s)",
+    "audit_events": "DELETE FROM audit_events WHERE id IN"
+    " (SELECT id FROM audit_events WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
 }
 
 
@@ -26,6 +31,8 @@ def run(settings: Settings | None = None, max_batches: int = 100) -> dict[str, i
         "dead_letters": now - timedelta(days=settings.dlq_retention_days),
         "attempts": now - timedelta(days=settings.attempt_retention_days),
         "idempotency_keys": now - timedelta(hours=settings.idempotency_window_hours),
+        "idempotency_records": now,  # their own expiry is stored with them
+        "audit_events": now - timedelta(days=settings.audit_retention_days),
     }
     removed: dict[str, int] = {}
     for job, statement in _JOBS.items():

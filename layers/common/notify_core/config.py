@@ -33,21 +33,37 @@ class Settings(BaseModel):
     auth_failure_window_seconds: int = Field(default=60, ge=1)
     idempotency_window_hours: int = Field(default=24, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)
+    # Fail fast: all well below the shortest function timeout (the API's 25 s).
+    db_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=20)
+    db_connect_timeout_seconds: int = Field(default=3, ge=1, le=20)
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
     default_max_attempts: int = Field(default=5, ge=1, le=50)
     # delivery
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    # A claim's lease: the invocation's remaining time plus this margin, at most CLAIM_LEASE_SECONDS.
     claim_lease_seconds: int = Field(default=120, ge=5)
+    claim_lease_margin_seconds: float = Field(default=5.0, ge=0)
     send_concurrency: int = Field(default=10, ge=1, le=100)
+    # Outcomes are committed in small groups while the batch is still sending: at most this long
+    # after the send that produced them finished.
+    outcome_flush_ms: int = Field(default=50, ge=1, le=5000)
+    # A send whose outcome is unknown (the request reached the provider, the answer did not come
+    # back): `retry` sends again (at-least-once), `fail` dead-letters it (at-most-once).
+    ambiguous_sends: Literal["retry", "fail"] = "retry"
+    # A `queued` row whose message can no longer arrive is re-enqueued by the sweeper after this
+    # many seconds; 0 derives it from the queue (VisibilityTimeout x maxReceiveCount + max delay).
+    stale_queued_seconds: int = Field(default=0, ge=0)
     provider_rate_limits: str = ""  # "sendgrid=100,twilio=10": messages per second per provider
     recipient_hourly_caps: str = ""  # "sms=10,email=50": per recipient and channel, per hour
     sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
     sweep_max_batches: int = Field(default=20, ge=1)
     dlq_retention_days: int = Field(default=30, ge=1)
     attempt_retention_days: int = Field(default=90, ge=1)
+    audit_retention_days: int = Field(default=365, ge=1)
     cleanup_batch_size: int = Field(default=5000, ge=1)
 
-    @field_validator("rate_limit_fail_mode", mode="before")
+    @field_validator("rate_limit_fail_mode", "ambiguous_sends", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -10,14 +9,15 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import clients
 from .config import get_settings
+from .errors import DatabaseUnavailable
 
 MIGRATION_LOCK_ID = 0x6E6F7469  # "noti": advisory lock key for migrations
 
-_pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
-_pool_lock = threading.Lock()
+Pool = ConnectionPool[psycopg.Connection[dict[str, Any]]]
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -25,39 +25,56 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
-def get_pool() -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+def _build_pool() -> Pool:
+    """Bounded everywhere, so that a database outage turns into a quick, clear error rather than a
+    request that hangs until API Gateway gives up: connecting (DB_CONNECT_TIMEOUT_SECONDS), waiting
+    for a free connection (DB_POOL_TIMEOUT_SECONDS) and each statement (DB_STATEMENT_TIMEOUT_MS)."""
+    settings = get_settings()
+    return ConnectionPool(
+        settings.resolved_database_url(),
+        min_size=1,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_pool_timeout_seconds,
+        kwargs={
+            "row_factory": dict_row,
+            "prepare_threshold": None,
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+        configure=_configure,
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=60,
+        open=True,
+        name="notify",
+    )
+
+
+def get_pool() -> Pool:
     """The container's pool, created on first use (not at import, so tests can point it anywhere)."""
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                settings = get_settings()
-                _pool = ConnectionPool(
-                    settings.resolved_database_url(),
-                    min_size=1,
-                    max_size=settings.db_pool_max_size,
-                    kwargs={"row_factory": dict_row, "prepare_threshold": None},
-                    configure=_configure,
-                    check=ConnectionPool.check_connection,
-                    open=True,
-                    name="notify",
-                )
-    return _pool
+    return clients.get("postgres", _build_pool, lambda pool: pool.close())
 
 
 def close_pool() -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            _pool.close()
-            _pool = None
+    clients.forget("postgres")
 
 
 @contextmanager
 def transaction() -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A connection inside one transaction: committed on success, rolled back on error."""
-    with get_pool().connection() as conn:
-        yield conn
+    """A connection inside one transaction: committed on success, rolled back on error.
+
+    A database that cannot be reached, a pool with no free connection within its timeout, or a
+    statement cut by the statement timeout raise `DatabaseUnavailable` (HTTP 503 with Retry-After):
+    the caller may retry; nothing was committed."""
+    try:
+        with get_pool().connection() as conn:
+            yield conn
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        raise DatabaseUnavailable(
+            "the database is unavailable; retry shortly", retry_after=RETRY_AFTER_SECONDS
+        ) from exc
+
+
+RETRY_AFTER_SECONDS = 5
 
 
 def ping() -> bool:

@@ -1,6 +1,5 @@
-"""Dead letters: recorded by the sender (permanent errors, exhausted budgets) and by the DLQ
-processor (messages SQS redrove after maxReceiveCount); listed, counted, replayed and deleted
-through the API, always within the caller's tenant."""
+"""Dead-letter administration: list, count, replay and delete, always within the caller's tenant.
+Dead letters are written by `dead_letters` (the sender and the DLQ processor)."""
 
 from __future__ import annotations
 
@@ -10,15 +9,12 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from . import pagination
+from . import dispatch, pagination
 from .db import transaction
 from .errors import Conflict, NotFound
 from .models import Page
-from .notifications import enqueue_pending
-from .observability import logger, metrics
+from .observability import logger
 from .states import transition
-
-NOT_FINAL = ("pending", "scheduled", "queued", "sending", "retrying")
 
 
 class DeadLetter(BaseModel):
@@ -34,49 +30,6 @@ class DeadLetter(BaseModel):
 
 
 COLUMNS = "id, notification_id, channel, provider, reason, last_error, attempt_count, created_at, replayed_at"
-
-
-def record_dead_letters(conn: Any, letters: list[tuple[UUID, str, str | None]]) -> None:
-    """One INSERT of dead letters; at most one open dead letter per notification (idempotent)."""
-    conn.execute(
-        "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, last_error,"
-        " attempt_count)"
-        " SELECT gen_random_uuid(), n.id, n.tenant_id, n.channel, n.provider, d.reason, d.error, n.attempt_count"
-        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(id, reason, error)"
-        " JOIN notifications n ON n.id = d.id"
-        " ON CONFLICT (notification_id) WHERE replayed_at IS NULL DO NOTHING",
-        [[i for i, _, _ in letters], [r for _, r, _ in letters], [e for _, _, e in letters]],
-    )
-
-
-def record_redriven(ids: list[UUID], error: str = "redriven by SQS after maxReceiveCount receives") -> int:
-    """The DLQ processor's work: every notification not already final becomes `failed` with a dead
-    letter of reason `redrive`. Idempotent: a notification that already failed keeps its one open
-    dead letter, and one already sent is left alone."""
-    if not ids:
-        return 0
-    now = datetime.now(UTC)
-    with transaction() as conn:
-        moved = transition(
-            conn,
-            ids,
-            NOT_FINAL,
-            "failed",
-            sets={"failed_at": now, "last_error": error, "claimed_until": None, "next_attempt_at": None},
-        )
-        failed_ids = [r["id"] for r in moved]
-        # a notification that had already failed (e.g. a repeated DLQ delivery) may lack its letter
-        failed_ids += [
-            r["id"]
-            for r in conn.execute(
-                "SELECT id FROM notifications WHERE id = ANY(%s) AND status = 'failed' AND NOT (id = ANY(%s))",
-                (ids, failed_ids),
-            ).fetchall()
-        ]
-        if failed_ids:
-            record_dead_letters(conn, [(i, "redrive", error) for i in failed_ids])
-    metrics.add_metric(name="NotificationsRedriven", unit="Count", value=len(moved))
-    return len(moved)
 
 
 def list_page(tenant_id: UUID, limit: int = 20, cursor: str | None = None) -> Page[DeadLetter]:
@@ -139,9 +92,11 @@ def replay(tenant_id: UUID, dead_letter_id: UUID) -> dict[str, Any]:
         )
         if not moved:
             raise Conflict("the notification is no longer failed; nothing to replay")
-    status = enqueue_pending(tenant_id, [letter["notification_id"]]).get(letter["notification_id"], "pending")
+    notification_id = letter["notification_id"]
+    result = dispatch.enqueue([dispatch.Enqueue(notification_id, tenant_id, "pending")], report=True)
+    status = result.rows.get(notification_id, {}).get("status", "pending")
     logger.info("dead letter replayed", extra={"dead_letter_id": str(dead_letter_id)})
-    return {"id": str(dead_letter_id), "notification_id": str(letter["notification_id"]), "status": status}
+    return {"id": str(dead_letter_id), "notification_id": str(notification_id), "status": status}
 
 
 def delete(tenant_id: UUID, dead_letter_id: UUID) -> None:

@@ -23,6 +23,10 @@ class DomainError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def reply_headers(self) -> dict[str, str]:
+        """Headers the reply must carry (Retry-After, RateLimit-*): those given, and a subclass's own."""
+        return dict(self.headers)
+
 
 class MalformedRequest(DomainError):
     status, code = 400, "validation_error"
@@ -70,6 +74,20 @@ class RateLimited(DomainError):
 
 class ServiceUnavailable(DomainError):
     status, code = 503, "service_unavailable"
+
+    def __init__(
+        self, message: str, details: list[dict[str, Any]] | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+    def reply_headers(self) -> dict[str, str]:
+        own = {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+        return {**self.headers, **own}
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL could not be reached (or answered too slowly) within the configured bounds."""
 
 
 class InternalError(DomainError):

@@ -61,7 +61,7 @@ def error_response(exc: DomainError, **extra: Any) -> Response[str]:
     """The reply for any refusal: the contract's envelope, the error's own headers (Retry-After, ...),
     and `extra` top-level members beside `error` where a route documents them (batch results)."""
     body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}, **extra}
-    return Response(exc.status, JSON, json.dumps(body, default=str), headers=dict(exc.headers) or None)
+    return Response(exc.status, JSON, json.dumps(body, default=str), headers=exc.reply_headers() or None)
 
 
 def proxy_result(response: Response[str]) -> dict[str, Any]:
@@ -310,7 +310,7 @@ def gate(
         try:
             admission.principal.require(route.scope)
         except DomainError as exc:
-            exc.headers = {**admission.headers, **exc.headers}
+            exc.headers = {**admission.headers, **exc.headers}  # RateLimit-* on the refusal too
             raise
     if route.takes_body and body:
         try:

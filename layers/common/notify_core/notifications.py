@@ -7,9 +7,11 @@ after the insert the rows stay `pending` and the retry sweeper enqueues them: no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,22 +19,13 @@ from uuid import UUID
 
 import psycopg
 
-from . import pagination, queue
+from . import dispatch, pagination, queue
+from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
 from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, ValidationFailed
-from .models import (
-    DEFAULT_PROVIDER,
-    PAYLOAD_MODELS,
-    PROVIDER_CHANNELS,
-    RECIPIENT_FIELD,
-    Attempt,
-    Notification,
-    NotificationCreate,
-    Page,
-    parse,
-)
-from .observability import logger
+from .models import Attempt, Notification, NotificationCreate, Page, parse
+from .providers import serves
 from .states import transition
 from .users import recipients
 
@@ -44,17 +37,20 @@ COLUMNS = (
     " last_error, provider_message_id, send_at, next_attempt_at, created_at, updated_at, queued_at, sent_at,"
     " failed_at, cancelled_at"
 )
+# A batch reply needs only these; a single create answers with the whole notification.
+BATCH_COLUMNS = "id, status"
 _INSERT = (
     "INSERT INTO notifications (id, tenant_id, user_id, channel, provider, payload, category, status,"
-    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at)"
+    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at, queued_at)"
     " SELECT r.id, %(tenant)s, r.user_id, r.channel, r.provider, r.payload::jsonb, r.category, r.status,"
     " r.idem, r.hash, r.max_attempts, r.send_at,"
-    " CASE WHEN r.status = 'scheduled' THEN r.send_at ELSE %(grace)s::timestamptz END"
+    " CASE r.status WHEN 'scheduled' THEN r.send_at WHEN 'pending' THEN %(grace)s::timestamptz END,"
+    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END"
     " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::text[], %(c3)s::text[], %(c4)s::text[],"
     " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[])"
     " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at)"
     " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-    f" RETURNING {COLUMNS}"
+    " RETURNING {returning}"
 )
 
 
@@ -100,10 +96,11 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
         req = parse(NotificationCreate, raw)
     else:
         raise ValidationFailed.field("body", "each notification must be a JSON object")
-    provider = req.provider or DEFAULT_PROVIDER[req.channel]
-    if req.channel not in PROVIDER_CHANNELS[provider]:
+    channel = CHANNELS[req.channel]
+    provider = req.provider or channel.default_provider
+    if not serves(provider, req.channel):
         raise ValidationFailed.field("provider", f"{provider} cannot send on the {req.channel} channel")
-    payload_model = parse(PAYLOAD_MODELS[req.channel], req.payload, prefix="payload")
+    payload_model = parse(channel.payload_model, req.payload, prefix="payload")
     payload = payload_model.model_dump(by_alias=True, exclude_none=True)
     if req.idempotency_key and header_key and req.idempotency_key != header_key:
         raise ValidationFailed.field("idempotency_key", "differs from the Idempotency-Key header")
@@ -129,27 +126,22 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
 
 
 def _fill_recipient(item: _Prepared, users: dict[UUID, dict[str, Any]]) -> None:
-    channel = item.request.channel
-    field = RECIPIENT_FIELD[channel]
+    """A payload without an address takes the user's contact for the channel."""
+    channel = CHANNELS[item.request.channel]
     user = None
     if item.request.user_id is not None:
         user = users.get(item.request.user_id)
         if user is None:
             raise ValidationFailed.field("user_id", "no user with this id")
-    if item.payload.get(field) or (channel == "push" and item.payload.get("topic")):
+    if channel.recipient(item.payload):
         return
-    fallback = None
-    if user is not None:
-        fallback = {"email": user["email"], "sms": user["phone"]}.get(channel)
-        if channel == "push" and user["push_tokens"]:
-            fallback = user["push_tokens"][0]
+    fallback = channel.contact(user) if user is not None else None
     if not fallback:
-        what = {"email": "an email address", "sms": "a phone number", "push": "a push token or topic"}[
-            channel
-        ]
         source = "and the user has none" if user is not None else "and no user_id to take it from"
-        raise ValidationFailed.field(f"payload.{field}", f"{what} is required {source}")
-    item.payload[field] = fallback
+        raise ValidationFailed.field(
+            f"payload.{channel.recipient_field}", f"{channel.describes} is required {source}"
+        )
+    item.payload[channel.recipient_field] = fallback
 
 
 def create(
@@ -169,6 +161,8 @@ def create(
         return outcomes
 
     now = datetime.now(UTC)
+    returning = BATCH_COLUMNS if batch else COLUMNS
+    ahead: Future[queue.SendResult] | None = None
     with transaction() as conn:
         users = recipients(conn, tenant_id, {p.request.user_id for p in prepared if p.request.user_id})
         ready: list[_Prepared] = []
@@ -178,23 +172,45 @@ def create(
                 ready.append(p)
             except DomainError as exc:
                 outcomes[p.index].error = exc
-        rows = _insert(conn, tenant_id, ready, now, settings.default_max_attempts)
-        inserted = {row["id"]: row for row in rows}
+        # Without idempotency keys every ready row will be inserted: the messages travel while the
+        # INSERT runs, and the rows are stored `queued` at once (the ones SQS refuses go back to
+        # `pending` below). With keys, a row may turn out to be a replay: enqueue after the insert.
+        if ready and all(p.idempotency_key is None for p in ready):
+            due = [p for p in ready if not _scheduled(p, now)]
+            if due:
+                ahead = dispatch.send_ahead([dispatch.Enqueue(p.row_id, tenant_id, "queued") for p in due])
+        insert = functools.partial(
+            _insert,
+            conn,
+            tenant_id,
+            now=now,
+            default_attempts=settings.default_max_attempts,
+            returning=returning,
+        )
+        inserted = {row["id"]: row for row in insert(ready, queued=ahead is not None)}
         clashes = [p for p in ready if p.row_id not in inserted]
         if clashes:
             again = _resolve_idempotency(
                 conn, tenant_id, clashes, outcomes, settings.idempotency_window_hours
             )
-            rows = _insert(conn, tenant_id, again, now, settings.default_max_attempts)
-            inserted.update((row["id"], row) for row in rows)
+            inserted.update((row["id"], row) for row in insert(again, queued=False))
 
-    to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
-    queued = _enqueue(tenant_id, [p.row_id for p in to_enqueue])
+    if ahead is not None:
+        changed = dispatch.settle_ahead(ahead.result())
+    else:
+        to_enqueue = [p for p in ready if p.row_id in inserted and inserted[p.row_id]["status"] == "pending"]
+        # The advisory `queued` mark need not wait for the WAL flush: losing it in a crash leaves
+        # the row `pending` with its message on SQS, and the sender claims `pending` rows too.
+        changed = dispatch.enqueue(
+            [dispatch.Enqueue(p.row_id, tenant_id, "pending") for p in to_enqueue],
+            fast_commit=True,
+            report=True,
+        ).rows
     for p in ready:
         row = inserted.get(p.row_id)
         if row is None:
             continue
-        row.update(queued.get(p.row_id, {}))
+        row.update({k: v for k, v in changed.get(p.row_id, {}).items() if k in row})
         outcomes[p.index].row = row
     return outcomes
 
@@ -203,15 +219,19 @@ def _insert(
     conn: psycopg.Connection[Any],
     tenant_id: UUID,
     items: list[_Prepared],
+    *,
     now: datetime,
     default_attempts: int,
+    queued: bool,
+    returning: str,
 ) -> list[dict[str, Any]]:
-    """One INSERT for the whole batch: one array per column, so the statement text is constant."""
+    """One INSERT for the whole batch: one array per column, so the statement text is constant per
+    `returning`. Rows due now are `queued` (their messages already travelling) or `pending`."""
     if not items:
         return []
     columns: list[list[Any]] = [[] for _ in range(11)]
+    due_status = "queued" if queued else "pending"
     for p in items:
-        scheduled = p.request.send_at is not None and p.request.send_at > now
         row = (
             p.row_id,
             p.request.user_id,
@@ -219,7 +239,7 @@ def _insert(
             p.provider,
             json.dumps(p.payload),
             p.request.category,
-            "scheduled" if scheduled else "pending",
+            "scheduled" if _scheduled(p, now) else due_status,
             p.idempotency_key,
             p.request_hash if p.idempotency_key else None,
             p.request.max_attempts or default_attempts,
@@ -227,8 +247,13 @@ def _insert(
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    params = {"tenant": tenant_id, "grace": now + PENDING_GRACE} | {f"c{i}": c for i, c in enumerate(columns)}
-    return conn.execute(_INSERT, params).fetchall()
+    params = {"tenant": tenant_id, "grace": now + PENDING_GRACE, "now": now}
+    params |= {f"c{i}": c for i, c in enumerate(columns)}
+    return conn.execute(_INSERT.format(returning=returning), params).fetchall()
+
+
+def _scheduled(item: _Prepared, now: datetime) -> bool:
+    return item.request.send_at is not None and item.request.send_at > now
 
 
 def _resolve_idempotency(
@@ -274,36 +299,6 @@ def _resolve_idempotency(
             (tenant_id, [p.idempotency_key for p in expired]),
         )
     return expired
-
-
-def _enqueue(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-    """Send ids to SQS, then mark the sent ones `queued` in one UPDATE. Returns the changed columns."""
-    if not ids:
-        return {}
-    result = queue.send([queue.Message(i, tenant_id) for i in ids])
-    if result.failed:
-        logger.warning("notifications left pending for the sweeper", extra={"count": len(result.failed)})
-    if not result.sent:
-        return {}
-    try:
-        with transaction() as conn, conn.pipeline():
-            # Losing this mark in a crash costs nothing: the row stays `pending`, its message is on
-            # SQS and the sender claims `pending` rows too (the sweeper's later duplicate is absorbed
-            # by the claim). So it need not wait for the WAL flush; the INSERT before it did.
-            conn.execute("SET LOCAL synchronous_commit = off")
-            rows = transition(
-                conn,
-                result.sent,
-                ["pending"],
-                "queued",
-                sets={"queued_at": datetime.now(UTC), "next_attempt_at": None},
-                returning="id, status, queued_at, updated_at, next_attempt_at",
-            )
-    except psycopg.Error:
-        # The messages are on the queue; the sender accepts `pending` rows too, so nothing is lost.
-        logger.exception("could not mark notifications queued")
-        return {}
-    return {row.pop("id"): row for row in rows}
 
 
 def get(tenant_id: UUID, notification_id: UUID) -> Notification:
@@ -372,8 +367,3 @@ def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:
     if not rows:
         raise NotFound(f"notification {notification_id} not found")
     return [Attempt.model_validate(r) for r in rows if r["attempt_number"] is not None]
-
-
-def enqueue_pending(tenant_id: UUID, ids: list[UUID]) -> dict[UUID, str]:
-    """Enqueue `pending` rows and mark the ones SQS took `queued`. Returns their new statuses."""
-    return {i: row["status"] for i, row in _enqueue(tenant_id, ids).items()}

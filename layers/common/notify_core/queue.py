@@ -1,73 +1,49 @@
-"""SQS: the queue carries notification ids only; the database is the source of truth."""
+"""SQS transport. The notifications queue carries ids only; the database is the source of truth.
+
+`QueueMessage` is the wire format, defined once: it writes every body (`body()`) and reads every
+body (`QueueMessage.parse`). Sending goes through `send` (chunks of 10, concurrently); callers
+that change a notification's state use `dispatch.enqueue`, the one enqueue path.
+"""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from . import clients
 from .config import get_settings
 from .observability import logger
 
 SQS_BATCH = 10  # SendMessageBatch's limit
 MAX_DELAY_SECONDS = 900  # SQS's DelaySeconds limit (15 minutes)
 
-_client: Any = None
-_lock = threading.Lock()
-_pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="sqs")
-
-
-def get_sqs() -> Any:
-    """The container's SQS client. boto3 is imported here, on first use: requests that never
-    enqueue (reads, health) don't pay its ~200 ms import at cold start."""
-    global _client
-    if _client is None:
-        with _lock:
-            if _client is None:
-                import boto3
-                from botocore.config import Config
-
-                s = get_settings()
-                _client = boto3.client(
-                    "sqs",
-                    endpoint_url=s.aws_endpoint_url or None,
-                    config=Config(
-                        connect_timeout=2,
-                        read_timeout=5,
-                        retries={"max_attempts": 2, "mode": "standard"},
-                        max_pool_connections=20,
-                    ),
-                )
-    return _client
-
-
-def reset_client() -> None:
-    global _client
-    with _lock:
-        _client = None
-
 
 class QueueMessage(BaseModel):
-    """What the notifications queue carries: ids only; the database is the source of truth."""
+    """What the notifications queue carries: ids only."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: UUID
     tenant_id: UUID
 
+    def body(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def parse(cls, body: str | bytes) -> QueueMessage:
+        """Read a message body; raises pydantic's ValidationError for anything else."""
+        return cls.model_validate_json(body)
+
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    notification_id: UUID
-    tenant_id: UUID
+class Outgoing:
+    message: QueueMessage
     delay_seconds: int = 0
-
-    def body(self) -> str:
-        return json.dumps({"id": str(self.notification_id), "tenant_id": str(self.tenant_id)})
 
 
 @dataclass
@@ -76,11 +52,24 @@ class SendResult:
     failed: list[UUID] = field(default_factory=list)
 
 
-def _send_chunk(queue_url: str, chunk: Sequence[Message]) -> SendResult:
+def get_sqs() -> Any:
+    """The container's SQS client (see clients.aws_client)."""
+    return clients.aws_client("sqs", max_pool_connections=20)
+
+
+def _chunk_pool() -> ThreadPoolExecutor:
+    return clients.get(
+        "sqs-pool",
+        lambda: ThreadPoolExecutor(max_workers=10, thread_name_prefix="sqs"),
+        lambda pool: pool.shutdown(wait=False),
+    )
+
+
+def _send_chunk(queue_url: str, chunk: Sequence[Outgoing]) -> SendResult:
     entries = [
         {
             "Id": str(i),
-            "MessageBody": m.body(),
+            "MessageBody": m.message.body(),
             "DelaySeconds": min(max(m.delay_seconds, 0), MAX_DELAY_SECONDS),
         }
         for i, m in enumerate(chunk)
@@ -92,20 +81,18 @@ def _send_chunk(queue_url: str, chunk: Sequence[Message]) -> SendResult:
     try:
         reply = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
     except (BotoCoreError, ClientError) as exc:
-        logger.warning(
-            "SendMessageBatch failed; rows stay pending for the sweeper", extra={"error": str(exc)}
-        )
-        result.failed.extend(m.notification_id for m in chunk)
+        logger.warning("SendMessageBatch failed", extra={"error": str(exc), "count": len(chunk)})
+        result.failed.extend(m.message.id for m in chunk)
         return result
     failed = {f["Id"] for f in reply.get("Failed", [])}
     for i, m in enumerate(chunk):
-        (result.failed if str(i) in failed else result.sent).append(m.notification_id)
+        (result.failed if str(i) in failed else result.sent).append(m.message.id)
     if failed:
         logger.warning("SQS refused some entries", extra={"failed": reply.get("Failed")})
     return result
 
 
-def send(messages: Sequence[Message], queue_url: str | None = None) -> SendResult:
+def send(messages: Sequence[Outgoing], queue_url: str | None = None) -> SendResult:
     """Send in chunks of 10, the chunks concurrently. Never raises: what failed is returned."""
     url = queue_url or get_settings().notifications_queue_url
     chunks = [messages[i : i + SQS_BATCH] for i in range(0, len(messages), SQS_BATCH)]
@@ -113,14 +100,23 @@ def send(messages: Sequence[Message], queue_url: str | None = None) -> SendResul
         return SendResult()
     if not url:
         logger.error("NOTIFICATIONS_QUEUE_URL is not set; nothing can be enqueued")
-        return SendResult(failed=[m.notification_id for m in messages])
+        return SendResult(failed=[m.message.id for m in messages])
     parts = (
         [_send_chunk(url, chunks[0])]
         if len(chunks) == 1
-        else list(_pool.map(lambda c: _send_chunk(url, c), chunks))
+        else list(_chunk_pool().map(lambda c: _send_chunk(url, c), chunks))
     )
     total = SendResult()
     for part in parts:
         total.sent.extend(part.sent)
         total.failed.extend(part.failed)
     return total
+
+
+def queue_attributes(queue_url: str | None = None) -> dict[str, Any]:
+    """VisibilityTimeout, DelaySeconds and the redrive policy of the queue (for the sweeper)."""
+    url = queue_url or get_settings().notifications_queue_url
+    reply = get_sqs().get_queue_attributes(
+        QueueUrl=url, AttributeNames=["VisibilityTimeout", "DelaySeconds", "RedrivePolicy"]
+    )
+    return dict(reply.get("Attributes", {}))

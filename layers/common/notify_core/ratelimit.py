@@ -8,12 +8,12 @@ cache is down would turn a cache outage into a product outage; `closed` answers 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from . import clients
 from .config import get_settings
 
 # Generic cell rate algorithm: one key per limit holding the theoretical arrival time (ms).
@@ -70,42 +70,32 @@ class RedisUnavailable(RuntimeError):
     pass
 
 
-_client: redis.Redis | None = None
-_script: Any = None
-_lock = threading.Lock()
+def _build() -> tuple[redis.Redis, Any]:
+    s = get_settings()
+    client = redis.Redis.from_url(
+        s.redis_url,
+        socket_timeout=s.redis_timeout_seconds,
+        socket_connect_timeout=s.redis_timeout_seconds,
+        health_check_interval=30,
+    )
+    return client, client.register_script(_GCRA)
+
+
+def _client_and_script() -> tuple[redis.Redis, Any]:
+    return clients.get("redis", _build, lambda pair: pair[0].close())
 
 
 def get_redis() -> redis.Redis:
-    global _client, _script
-    if _client is None:
-        with _lock:
-            if _client is None:
-                s = get_settings()
-                _client = redis.Redis.from_url(
-                    s.redis_url,
-                    socket_timeout=s.redis_timeout_seconds,
-                    socket_connect_timeout=s.redis_timeout_seconds,
-                    health_check_interval=30,
-                )
-                _script = _client.register_script(_GCRA)
-    return _client
-
-
-def reset_client() -> None:
-    global _client, _script
-    with _lock:
-        if _client is not None:
-            _client.close()
-        _client, _script = None, None
+    return _client_and_script()[0]
 
 
 def check(name: str, limit: int, period_s: int, cost: int = 1, *, dry_run: bool = False) -> Decision:
     """Take `cost` tokens from limit `name` (limit requests per period_s seconds). With `dry_run`,
     only say whether they could be taken."""
-    client = get_redis()
+    client, script = _client_and_script()
     key = f"{get_settings().redis_key_prefix}rl:{name}"
     try:
-        allowed, remaining, retry_ms, reset_ms = _script(
+        allowed, remaining, retry_ms, reset_ms = script(
             keys=[key], args=[limit, period_s * 1000, cost, "1" if dry_run else "0"], client=client
         )
     except redis.RedisError as exc:

@@ -14,7 +14,8 @@ TERMINAL = frozenset({"sent", "delivered", "failed", "cancelled", "suppressed"})
 ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"queued", "sending", "cancelled", "failed"}),
     "scheduled": frozenset({"queued", "pending", "cancelled", "failed"}),
-    "queued": frozenset({"sending", "cancelled", "failed", "suppressed"}),
+    # queued -> pending: stored as queued while its message travelled, and SQS refused the message
+    "queued": frozenset({"sending", "cancelled", "failed", "suppressed", "pending"}),
     "sending": frozenset(
         {"sent", "retrying", "failed", "suppressed", "queued", "sending"}
     ),  # sending: re-claim after the lease expired
@@ -81,31 +82,40 @@ def transition(
 
 
 def apply_outcomes(
-    conn: psycopg.Connection[Any], from_state: str, outcomes: Sequence[tuple[UUID, str, dict[str, Any]]]
+    conn: psycopg.Connection[Any],
+    from_state: str,
+    outcomes: Sequence[tuple[UUID, str, dict[str, Any]]],
+    where: dict[str, Any] | None = None,
 ) -> list[UUID]:
     """Move many rows out of `from_state`, each to its own state with its own column values, in one
     UPDATE (one array per column). `outcomes` holds (id, to_state, columns); every row must set the
-    same columns. Rows no longer in `from_state` are left alone. Returns the ids moved."""
+    same columns. `where` adds column = value conditions (e.g. the claim that holds the rows). Rows
+    no longer in `from_state` (or not matching `where`) are left alone. Returns the ids moved."""
     if not outcomes:
         return []
-    check([from_state], outcomes[0][1])
     for _, to_state, _ in outcomes:
         check([from_state], to_state)
     names = list(outcomes[0][2])
     arrays: list[list[Any]] = [[o[0] for o in outcomes], [o[1] for o in outcomes]]
     arrays += [[o[2][name] for o in outcomes] for name in names]
     types = ["uuid", "text", *(_SQL_TYPES[name] for name in names)]
+    conditions = sql.SQL("").join(
+        sql.SQL(" AND n.{} = %s").format(sql.Identifier(column)) for column in (where or {})
+    )
     query = sql.SQL(
         "UPDATE notifications n SET status = o.status, updated_at = now(){sets}"
-        " FROM unnest({arrays}) AS o(id, status{cols}) WHERE n.id = o.id AND n.status = %s RETURNING n.id"
+        " FROM unnest({arrays}) AS o(id, status{cols})"
+        " WHERE n.id = o.id AND n.status = %s{conditions} RETURNING n.id"
     ).format(
         sets=sql.SQL("").join(
             sql.SQL(", {} = o.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in names
         ),
         arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types),
         cols=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(n)) for n in names),
+        conditions=conditions,
     )
-    return [row["id"] for row in conn.execute(query, [*arrays, from_state]).fetchall()]
+    params = [*arrays, from_state, *(where or {}).values()]
+    return [row["id"] for row in conn.execute(query, params).fetchall()]
 
 
 # Column types for apply_outcomes' arrays.
@@ -113,6 +123,7 @@ _SQL_TYPES = {
     "attempt_count": "int",
     "next_attempt_at": "timestamptz",
     "claimed_until": "timestamptz",
+    "claim_id": "uuid",
     "last_error": "text",
     "provider_message_id": "text",
     "provider_response": "jsonb",

@@ -1,23 +1,30 @@
-"""The retry sweeper: puts stranded and due work back on the queue.
+"""The retry sweeper: puts stranded and due work back on the queue, through the one enqueue path.
 
 It picks, in bounded batches with `FOR UPDATE SKIP LOCKED` (two sweepers racing never take the
-same row): `retrying` and `scheduled` rows due within SQS's 15-minute delay limit (sent with the
-remaining DelaySeconds), `pending` rows whose API call never enqueued them (past their grace), and
-`sending` rows whose claim expired (a sender died mid-send). Each row it enqueues becomes `queued`
-in the same transaction that locked it, so a row is enqueued once per sweep, whoever sweeps.
+same row):
+- `retrying` and `scheduled` rows due within SQS's 15-minute delay limit (sent with the remaining
+  DelaySeconds);
+- `pending` rows whose API call never enqueued them (past their grace);
+- `sending` rows whose claim expired (their sender died mid-batch);
+- `queued` rows whose message can no longer arrive (lost to a purge, the queue's retention, an
+  operator's mistake): queued longer ago than the queue could still deliver them — its visibility
+  timeout times maxReceiveCount plus the longest delay, unless STALE_QUEUED_SECONDS says otherwise.
+  If the message was only slow, the claim absorbs the duplicate.
+Each row it enqueues becomes `queued` in the same transaction that locked it, so a row is enqueued
+once per sweep, whoever sweeps.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import queue
+from . import clients, dispatch, queue
 from .config import Settings, get_settings
 from .db import transaction
 from .observability import logger
-from .states import transition
 
 _PICK = """
 SELECT id, tenant_id, status, next_attempt_at FROM notifications
@@ -31,10 +38,16 @@ WHERE id IN (
     (SELECT id FROM notifications
       WHERE status = 'sending' AND claimed_until < %(now)s
       ORDER BY claimed_until LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id FROM notifications
+      WHERE status = 'queued' AND coalesce(next_attempt_at, queued_at) < %(stale)s
+      ORDER BY coalesce(next_attempt_at, queued_at) LIMIT %(limit)s)
 )
 AND (status <> 'pending' OR next_attempt_at <= %(now)s)
 FOR UPDATE SKIP LOCKED
 """
+
+DEFAULT_STALE_SECONDS = 180 * 5 + queue.MAX_DELAY_SECONDS  # the template's queue, if it cannot be asked
 
 
 @dataclass
@@ -48,11 +61,36 @@ class SweepReport:
         return sum(self.enqueued.values())
 
 
+def stale_queued_seconds(settings: Settings) -> int:
+    """How long a `queued` row may wait for its message: STALE_QUEUED_SECONDS, else derived from the
+    queue (asked once per container): every receive may hide the message for the visibility
+    timeout, SQS redrives it after maxReceiveCount receives, and it may have travelled with the
+    longest delay. Past that, the message is gone (or in the DLQ, where the processor decides)."""
+    if settings.stale_queued_seconds:
+        return settings.stale_queued_seconds
+    return clients.get("stale-queued-seconds", _derive_stale_seconds)
+
+
+def _derive_stale_seconds() -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        attributes = queue.queue_attributes()
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("queue attributes unavailable", extra={"error": str(exc)})
+        return DEFAULT_STALE_SECONDS
+    visibility = int(attributes.get("VisibilityTimeout", 30))
+    redrive = json.loads(attributes.get("RedrivePolicy") or "{}")
+    receives = int(redrive.get("maxReceiveCount", 1))
+    return visibility * receives + queue.MAX_DELAY_SECONDS
+
+
 def sweep(settings: Settings | None = None) -> SweepReport:
     settings = settings or get_settings()
     report = SweepReport()
+    stale_s = stale_queued_seconds(settings)
     for _ in range(settings.sweep_max_batches):
-        picked = _sweep_batch(settings, report)
+        picked = _sweep_batch(settings, report, stale_s)
         report.batches += 1
         if picked < settings.sweep_batch_size:
             break
@@ -61,39 +99,45 @@ def sweep(settings: Settings | None = None) -> SweepReport:
     return report
 
 
-def _sweep_batch(settings: Settings, report: SweepReport) -> int:
+def _sweep_batch(settings: Settings, report: SweepReport, stale_s: int) -> int:
     now = datetime.now(UTC)
-    horizon = datetime.fromtimestamp(now.timestamp() + queue.MAX_DELAY_SECONDS, UTC)
+    horizon = now + timedelta(seconds=queue.MAX_DELAY_SECONDS)
     with transaction() as conn:
         rows: list[dict[str, Any]] = conn.execute(
-            _PICK, {"now": now, "horizon": horizon, "limit": settings.sweep_batch_size}
+            _PICK,
+            {
+                "now": now,
+                "horizon": horizon,
+                "stale": now - timedelta(seconds=stale_s),
+                "limit": settings.sweep_batch_size,
+            },
         ).fetchall()
         if not rows:
             return 0
-        messages = [
-            queue.Message(
-                r["id"],
-                r["tenant_id"],
-                _delay(r, now),
-            )
-            for r in rows
-        ]
         # SQS first, inside the transaction that holds the row locks: a row SQS refused stays as it
         # was (and locked rows are skipped by a racing sweeper, so nobody enqueues it twice).
-        result = queue.send(messages)
+        result = dispatch.enqueue(
+            [dispatch.Enqueue(r["id"], r["tenant_id"], r["status"], _delay(r, now)) for r in rows],
+            conn=conn,
+        )
+        if result.failed:
+            report.failed_to_enqueue += len(result.failed)
         sent = set(result.sent)
-        report.failed_to_enqueue += len(result.failed)
-        by_status: dict[str, list[Any]] = {}
         for r in rows:
             if r["id"] in sent:
-                by_status.setdefault(r["status"], []).append(r["id"])
-        for status, ids in by_status.items():
-            sets: dict[str, Any] = {"queued_at": now, "claimed_until": None}
-            if status == "pending":
-                sets["next_attempt_at"] = None
-            transition(conn, ids, [status], "queued", sets=sets)
-            report.enqueued[status] = report.enqueued.get(status, 0) + len(ids)
+                report.enqueued[r["status"]] = report.enqueued.get(r["status"], 0) + 1
+        _touch_requeued(conn, [r["id"] for r in rows if r["status"] == "queued" and r["id"] in sent], now)
     return len(rows)
+
+
+def _touch_requeued(conn: Any, ids: list[Any], now: datetime) -> None:
+    """A re-sent `queued` row's clock starts again (it is not stale until its new message is)."""
+    if ids:
+        conn.execute(
+            "UPDATE notifications SET queued_at = %s, next_attempt_at = NULL WHERE id = ANY(%s)"
+            " AND status = 'queued'",
+            (now, ids),
+        )
 
 
 def _delay(row: dict[str, Any], now: datetime) -> int:

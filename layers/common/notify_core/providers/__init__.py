@@ -1,8 +1,11 @@
-"""Providers: one module per provider behind one interface (``Provider.send`` -> ``Receipt``).
+"""Providers: one class per provider behind one interface (``Provider.send`` -> ``Receipt``).
 
-``get_provider(name)`` builds a provider on first use and keeps it for the life of the process
-(container). Settings are read from the environment (and ``PROVIDER_SECRETS_ARN``) when a provider
-is built; its SDK is imported then too, never when this package is imported.
+``PROVIDERS`` is the registry: a plain mapping of classes, so "which providers exist" is one grep.
+Each class states its ``name`` and the ``channels`` it serves; nothing else lists them. A class
+imports its SDK only when it is instantiated (``get_provider``), never when this package is.
+
+``get_provider(name)`` builds a provider on first use and keeps it for the life of the container
+(``clients``). Settings are read from the environment (and ``PROVIDER_SECRETS_ARN``) then.
 
 Only ``TransientProviderError`` and ``PermanentProviderError`` come out of ``send``: the rules are
 in ``base``'s docstring.
@@ -10,12 +13,10 @@ in ``base``'s docstring.
 
 from __future__ import annotations
 
-import importlib
-import threading
-from typing import Any
-
+from .. import clients
 from .base import (
     OutgoingMessage,
+    Payload,
     PermanentProviderError,
     Provider,
     ProviderError,
@@ -23,12 +24,17 @@ from .base import (
     ProviderSettingsError,
     Receipt,
     TransientProviderError,
-    forget_secrets,
 )
+from .console import ConsoleProvider
+from .fcm import FcmProvider
+from .sendgrid import SendGridProvider
+from .twilio import TwilioProvider
 
 __all__ = [
+    "PROVIDERS",
     "PROVIDER_NAMES",
     "OutgoingMessage",
+    "Payload",
     "PermanentProviderError",
     "Provider",
     "ProviderError",
@@ -37,69 +43,60 @@ __all__ = [
     "TransientProviderError",
     "get_provider",
     "reset_providers",
+    "serves",
 ]
 
-# name -> (module, class); the module imports its SDK only inside the class's constructor.
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "sendgrid": ("notify_core.providers.sendgrid", "SendGridProvider"),
-    "twilio": ("notify_core.providers.twilio", "TwilioProvider"),
-    "fcm": ("notify_core.providers.fcm", "FcmProvider"),
-    "console": ("notify_core.providers.console", "ConsoleProvider"),
+PROVIDERS: dict[str, type[Provider]] = {
+    cls.name: cls for cls in (SendGridProvider, TwilioProvider, FcmProvider, ConsoleProvider)
 }
-PROVIDER_NAMES = frozenset(_REGISTRY)
+PROVIDER_NAMES = frozenset(PROVIDERS)
 
-_providers: dict[str, Provider] = {}
-_lock = threading.Lock()
+
+def serves(provider: str, channel: str) -> bool:
+    cls = PROVIDERS.get(provider)
+    return cls is not None and channel in cls.channels
 
 
 def _build(name: str) -> Provider:
-    module_name, class_name = _REGISTRY[name]
     try:
         settings = ProviderSettings.from_env()
     except ProviderSettingsError as exc:
         raise PermanentProviderError(str(exc), "not_configured", provider=name) from exc
     try:
-        cls: Any = getattr(importlib.import_module(module_name), class_name)
-        provider: Provider = cls(settings)
+        return PROVIDERS[name](settings)  # type: ignore[call-arg]
     except ImportError as exc:
         raise PermanentProviderError(
             f"the {name} SDK is not installed ({exc}); install notification-platform[providers]",
             "not_configured",
             provider=name,
         ) from exc
-    return provider
+
+
+def _close(provider: Provider) -> None:
+    close = getattr(provider, "close", None)
+    if callable(close):
+        close()
 
 
 def get_provider(name: str) -> Provider:
-    """The provider called ``name``, built on first use and cached per process (thread-safe).
+    """The provider called ``name``, built on first use and cached per container (thread-safe).
 
     Raises ``PermanentProviderError`` for an unknown name, malformed settings or a missing SDK, and
     whatever typed error fetching the provider secret raised. A failed build is not cached.
     Missing credentials do not fail here: ``send`` raises ``not_configured``.
     """
-    provider = _providers.get(name)
-    if provider is not None:
-        return provider
-    if name not in _REGISTRY:
+    if name not in PROVIDERS:
         raise PermanentProviderError(
-            f"unknown provider {name!r} (known: {', '.join(sorted(_REGISTRY))})", "unknown_provider"
+            f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})", "unknown_provider"
         )
-    with _lock:
-        provider = _providers.get(name)
-        if provider is None:
-            provider = _build(name)
-            _providers[name] = provider
-    return provider
+    return clients.get(f"provider:{name}", lambda: _build(name), _close)
 
 
 def reset_providers() -> None:
     """Forget cached providers (closing those that hold resources) and the cached provider secret,
     so the next ``get_provider`` reads the current environment. For tests and the local runtime."""
-    with _lock:
-        providers = list(_providers.values())
-        _providers.clear()
-        forget_secrets()
-    for provider in providers:
-        close = getattr(provider, "close", None)
-        if callable(close):
-            close()
+    for name in PROVIDERS:
+        clients.forget(f"provider:{name}")
+    from .base import forget_secrets
+
+    forget_secrets()

@@ -31,15 +31,21 @@ import ssl
 import threading
 import urllib.error
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .. import clients
+from ..models import EmailPayload, PushPayload, SmsPayload
+
 # ---------------------------------------------------------------- the interface
+
+
+Payload = EmailPayload | SmsPayload | PushPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +53,34 @@ class OutgoingMessage:
     notification_id: UUID
     tenant_id: UUID
     channel: str  # email | sms | push
-    provider: str  # sendgrid | twilio | fcm | console
-    # Already validated (notify_core.models): email {to, from?, subject, body, html?, reply_to?};
-    # sms {to, from?, body}; push {token | topic, title, body, data?: dict[str, str]}
-    payload: dict[str, Any]
+    provider: str
+    payload: Payload  # the channel's payload model, validated
     attempt: int  # 1-based attempt number
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra email headers (List-Unsubscribe)
+
+    @classmethod
+    def build(
+        cls,
+        notification_id: UUID,
+        tenant_id: UUID,
+        channel: str,
+        provider: str,
+        payload: Mapping[str, Any],
+        attempt: int = 1,
+    ) -> OutgoingMessage:
+        """From a stored payload: validated against the channel's model. A payload the model
+        rejects can never be sent: PermanentProviderError ``invalid_payload``."""
+        from ..channels import CHANNELS
+
+        try:
+            typed = CHANNELS[channel].payload_model.model_validate(payload)
+        except ValidationError as exc:
+            raise PermanentProviderError(
+                f"stored payload is not a valid {channel} payload: {exc.errors(include_url=False)[0]['msg']}",
+                "invalid_payload",
+                provider=provider,
+            ) from exc
+        return cls(notification_id, tenant_id, channel, provider, typed, attempt)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +125,11 @@ class ProviderError(Exception):
 
 
 class TransientProviderError(ProviderError):
-    """Worth retrying later; ``retry_after`` (seconds) is the provider's own hint, when it gave one."""
+    """Worth retrying later; ``retry_after`` (seconds) is the provider's own hint, when it gave one.
+
+    ``ambiguous``: the request reached the provider and no answer came back (a read timeout, a
+    connection lost after sending), so the provider may have accepted the message. A connect
+    failure is not ambiguous: nothing reached the provider."""
 
     transient = True
 
@@ -109,14 +142,18 @@ class TransientProviderError(ProviderError):
         provider: str | None = None,
         status: int | None = None,
         provider_code: str | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(message, code, provider=provider, status=status, provider_code=provider_code)
         self.retry_after = retry_after
+        self.ambiguous = ambiguous
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         if self.retry_after is not None:
             out["retry_after"] = self.retry_after
+        if self.ambiguous:
+            out["ambiguous"] = True
         return out
 
 
@@ -126,7 +163,12 @@ class PermanentProviderError(ProviderError):
 
 @runtime_checkable
 class Provider(Protocol):
-    name: str
+    """One provider: its id, the channels it serves, and how long one send may take at most
+    (connect + read timeouts: the sender starts no send that could outlive its invocation)."""
+
+    name: ClassVar[str]
+    channels: ClassVar[frozenset[str]]
+    max_send_seconds: float
 
     def send(self, message: OutgoingMessage) -> Receipt: ...
 
@@ -216,37 +258,81 @@ def classify_http_status(
     )
 
 
+def connect_failed(provider: str, reason: object, *, timed_out: bool = False) -> TransientProviderError:
+    """Nothing reached the provider (refused, DNS, TLS handshake, connect timeout): safe to retry."""
+    if timed_out:
+        return TransientProviderError(
+            f"connecting to {provider} timed out ({reason})", "connect_timeout", provider=provider
+        )
+    return TransientProviderError(
+        f"connection to {provider} failed: {reason}", "connection", provider=provider
+    )
+
+
+def answer_lost(provider: str, reason: object, *, timed_out: bool = False) -> TransientProviderError:
+    """The request was sent and no answer came back: the provider may have accepted it."""
+    if timed_out:
+        return TransientProviderError(
+            f"{provider} did not answer in time ({reason}); it may have accepted the message",
+            "timeout",
+            provider=provider,
+            ambiguous=True,
+        )
+    return TransientProviderError(
+        f"connection to {provider} lost before its answer ({reason}); it may have accepted the message",
+        "connection_lost",
+        provider=provider,
+        ambiguous=True,
+    )
+
+
 def classify_transport_error(exc: BaseException, *, provider: str) -> TransientProviderError | None:
     """Timeouts and connection failures of the standard library's HTTP stack (urllib, http.client,
-    sockets, TLS) -> transient ``timeout`` / ``connection``; None when ``exc`` is neither."""
+    sockets, TLS); None when ``exc`` is neither.
+
+    urllib wraps what goes wrong while connecting and sending the request in ``URLError``; what goes
+    wrong while waiting for or reading the answer comes out unwrapped. So a ``URLError`` means the
+    provider never got the request, and a bare timeout or lost connection is ambiguous."""
     if isinstance(exc, urllib.error.HTTPError):  # an answer, not a transport failure
         return None
-    reason: BaseException = exc
     if isinstance(exc, urllib.error.URLError):
         inner = exc.reason
-        reason = inner if isinstance(inner, BaseException) else exc
-        if isinstance(inner, str) and "timed out" in inner:
-            return TransientProviderError(
-                f"request to {provider} timed out ({inner})", "timeout", provider=provider
-            )
-    if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError
-        return TransientProviderError(
-            f"request to {provider} timed out ({reason})", "timeout", provider=provider
-        )
-    if isinstance(reason, urllib.error.URLError | ConnectionError | ssl.SSLError | socket.gaierror):
-        return TransientProviderError(
-            f"connection to {provider} failed: {reason}", "connection", provider=provider
-        )
-    if isinstance(reason, http.client.HTTPException):  # RemoteDisconnected, IncompleteRead, BadStatusLine
-        return TransientProviderError(
-            f"connection to {provider} failed: {type(reason).__name__}: {reason}",
-            "connection",
-            provider=provider,
-        )
-    if isinstance(reason, OSError) and not isinstance(reason, FileNotFoundError | PermissionError):
-        return TransientProviderError(
-            f"connection to {provider} failed: {reason}", "connection", provider=provider
-        )
+        timed_out = isinstance(inner, TimeoutError) or (isinstance(inner, str) and "timed out" in inner)
+        return connect_failed(provider, inner, timed_out=timed_out)
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+        return answer_lost(provider, exc, timed_out=True)
+    if isinstance(exc, socket.gaierror):
+        return connect_failed(provider, exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return connect_failed(provider, exc)
+    if isinstance(exc, ConnectionError | ssl.SSLError | http.client.HTTPException):
+        # reset, aborted, RemoteDisconnected, IncompleteRead, BadStatusLine: after the request
+        return answer_lost(provider, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError):
+        return answer_lost(provider, exc)
+    return None
+
+
+def classify_requests_error(exc: BaseException, *, provider: str) -> TransientProviderError | None:
+    """Timeouts and connection failures of ``requests`` (Twilio's and google-auth's transport);
+    None when ``exc`` is neither. ``ConnectTimeout`` and a ``ConnectionError`` around urllib3's
+    ``MaxRetryError`` (refused, DNS, TLS, connect timeout) mean nothing was sent; a ``ReadTimeout``
+    or a connection error around a ``ProtocolError`` (aborted, reset after sending) is ambiguous."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return connect_failed(provider, exc, timed_out=True)
+    if isinstance(exc, requests.exceptions.Timeout):  # ReadTimeout
+        return answer_lost(provider, exc, timed_out=True)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return connect_failed(provider, exc)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        from urllib3.exceptions import MaxRetryError
+
+        inner = exc.args[0] if exc.args else None
+        if isinstance(inner, MaxRetryError):
+            return connect_failed(provider, inner.reason or inner)
+        return answer_lost(provider, inner or exc)
     return None
 
 
@@ -315,7 +401,13 @@ class ProviderSettings(BaseModel):
     fcm_service_account_json: SecretStr = SecretStr("")
     fcm_project_id: str = ""  # empty: project_id of the service account
     fcm_base_url: str = ""  # empty: https://fcm.googleapis.com
-    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Per send: connect, then read (each socket read). The per-provider read timeouts default to
+    # PROVIDER_TIMEOUT_SECONDS. The sender starts no send that could outlive its invocation.
+    provider_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    provider_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    sendgrid_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
+    twilio_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
+    fcm_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     provider_secrets_arn: str = ""
 
     @field_validator("sendgrid_base_url", "twilio_base_url", "fcm_base_url")
@@ -354,10 +446,17 @@ class ProviderSettings(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
             raise ProviderSettingsError(f"invalid provider settings: {problems}") from exc
 
+    def read_timeout(self, provider: str) -> float:
+        """The read timeout of one provider: its own setting, else PROVIDER_TIMEOUT_SECONDS."""
+        own = getattr(self, f"{provider}_timeout_seconds", 0.0)
+        return float(own) or self.provider_timeout_seconds
+
 
 # Every provider setting's environment variable; all but these two may also come from the secret.
 ENV_NAMES = tuple(name.upper() for name in ProviderSettings.model_fields)
-SECRET_KEYS = tuple(n for n in ENV_NAMES if n not in ("PROVIDER_TIMEOUT_SECONDS", "PROVIDER_SECRETS_ARN"))
+SECRET_KEYS = tuple(
+    n for n in ENV_NAMES if not n.endswith("_TIMEOUT_SECONDS") and n != "PROVIDER_SECRETS_ARN"
+)
 
 _secret_cache: dict[str, dict[str, Any]] = {}
 _secret_lock = threading.Lock()
@@ -372,16 +471,10 @@ def load_secret(arn: str) -> dict[str, Any]:
         cached = _secret_cache.get(arn)
         if cached is not None:
             return cached
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
+        client = clients.aws_client("secretsmanager", retries={"max_attempts": 3, "mode": "standard"})
+        from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
 
         try:
-            client = boto3.client(
-                "secretsmanager",
-                endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3}),
-            )
             value = client.get_secret_value(SecretId=arn)["SecretString"]
         except ClientError as exc:
             error = exc.response.get("Error", {}).get("Code", "")
@@ -411,3 +504,6 @@ def load_secret(arn: str) -> dict[str, Any]:
 def forget_secrets() -> None:
     with _secret_lock:
         _secret_cache.clear()
+
+
+clients.on_reset(forget_secrets)

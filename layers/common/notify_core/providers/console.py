@@ -7,17 +7,17 @@ local and test stages only.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from ..observability import logger
-from .base import OutgoingMessage, ProviderSettings, Receipt
+from .base import OutgoingMessage, Payload, ProviderSettings, Receipt
 
 NAME = "console"
 BODY_LIMIT = 1000
 
 
-def _shorten(payload: dict[str, Any]) -> dict[str, Any]:
-    out = dict(payload)
+def _shorten(payload: Payload) -> dict[str, Any]:
+    out = payload.model_dump(by_alias=True, exclude_none=True)
     for key in ("body", "html"):
         value = out.get(key)
         if isinstance(value, str) and len(value) > BODY_LIMIT:
@@ -26,7 +26,9 @@ def _shorten(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConsoleProvider:
-    name = NAME
+    name: ClassVar[str] = NAME
+    channels: ClassVar[frozenset[str]] = frozenset({"email", "sms", "push"})
+    max_send_seconds = 1.0
 
     def __init__(self, settings: ProviderSettings | None = None, log: Any = None) -> None:
         self._settings = settings

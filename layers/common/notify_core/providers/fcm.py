@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from ..models import PushPayload
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
@@ -32,6 +33,7 @@ from .base import (
     Receipt,
     TransientProviderError,
     classify_http_status,
+    classify_requests_error,
     classify_transport_error,
     header,
     invalid_payload,
@@ -42,6 +44,7 @@ from .base import (
 )
 
 NAME = "fcm"
+POOL_SIZE = 100  # connections kept for concurrent sends (SEND_CONCURRENCY is at most 100)
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
@@ -126,7 +129,8 @@ def _skip_regional_access_boundary(google_credential: Any) -> None:
 
 
 class FcmProvider:
-    name = NAME
+    name: ClassVar[str] = NAME
+    channels: ClassVar[frozenset[str]] = frozenset({"push"})
 
     def __init__(self, settings: ProviderSettings) -> None:
         import firebase_admin
@@ -140,8 +144,9 @@ class FcmProvider:
         self._refresh_error: type[Exception] = auth_exceptions.RefreshError
         self._auth_transport_error: type[Exception] = auth_exceptions.TransportError
         self._auth_error: type[Exception] = auth_exceptions.GoogleAuthError
-        self._timeout_error: type[Exception] = requests.exceptions.Timeout
-        self._connection_error: type[Exception] = requests.exceptions.ConnectionError
+        # urllib3 applies httpTimeout to connecting and to each read; a send may first refresh the
+        # access token (one more request).
+        self.max_send_seconds = 4 * settings.read_timeout(NAME)
         self._app: Any = None
         self._problem = ""
 
@@ -171,7 +176,7 @@ class FcmProvider:
             _skip_regional_access_boundary(credential.get_credential())
         self._app = firebase_admin.initialize_app(
             credential,
-            options={"projectId": project_id, "httpTimeout": settings.provider_timeout_seconds},
+            options={"projectId": project_id, "httpTimeout": settings.read_timeout(NAME)},
             name=f"notify-fcm-{uuid.uuid4().hex}",
         )
         base_url = settings.fcm_base_url or DEFAULT_BASE_URL
@@ -186,7 +191,7 @@ class FcmProvider:
             )
         service._fcm_url = f"{base_url}/v1/projects/{project_id}/messages:send"
         service._client.session.mount(
-            base_url, requests.adapters.HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=32)
+            base_url, requests.adapters.HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=POOL_SIZE)
         )
         self.project_id = project_id
         self.fcm_url = service._fcm_url
@@ -204,16 +209,17 @@ class FcmProvider:
 
     def _build(self, message: OutgoingMessage) -> Any:
         payload = message.payload
-        token, topic = payload.get("token"), payload.get("topic")
+        assert isinstance(payload, PushPayload), "the fcm provider serves the push channel only"
+        token, topic = payload.token, payload.topic
         if bool(token) == bool(topic):
             raise PermanentProviderError(
                 "push payload needs exactly one of 'token' and 'topic'", "invalid_payload", provider=NAME
             )
-        data = payload.get("data")
+        data = payload.data
         try:
             fcm_message = self._messaging.Message(
                 topic=topic or None,
-                notification=self._messaging.Notification(title=payload["title"], body=payload["body"]),
+                notification=self._messaging.Notification(title=payload.title, body=payload.body),
                 data={str(k): str(v) for k, v in data.items()} if data else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -239,20 +245,14 @@ class FcmProvider:
                     header(response.headers, "Retry-After"),
                 )
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, self._timeout_error):
-                return TransientProviderError(
-                    f"request to {NAME} timed out: {cause}", "timeout", provider=NAME
-                )
-            if isinstance(cause, self._connection_error):
-                return TransientProviderError(
-                    f"connection to {NAME} failed: {cause}", "connection", provider=NAME
-                )
+            if isinstance(cause, BaseException):
+                transport = classify_requests_error(cause, provider=NAME)
+                if transport is not None:
+                    return transport
             return unexpected_error(exc, provider=NAME)
-        if isinstance(exc, self._auth_transport_error):  # the token request never got an answer
-            cause = exc.__cause__
-            if isinstance(cause, self._timeout_error):
-                return TransientProviderError(f"token request timed out: {cause}", "timeout", provider=NAME)
-            return TransientProviderError(f"token request failed: {exc}", "connection", provider=NAME)
+        if isinstance(exc, self._auth_transport_error):
+            # The token request failed: no push was sent, whatever happened to it.
+            return TransientProviderError(f"token request failed: {exc}", "token_unavailable", provider=NAME)
         if isinstance(exc, self._refresh_error):  # the token endpoint answered with an error
             if getattr(exc, "retryable", False):
                 return TransientProviderError(
@@ -263,10 +263,9 @@ class FcmProvider:
             exc, self._auth_error
         ):  # e.g. a malformed token response: nothing we can fix by waiting
             return PermanentProviderError(f"google-auth failed: {exc}", "auth", provider=NAME)
-        if isinstance(exc, self._timeout_error):
-            return TransientProviderError(f"request to {NAME} timed out: {exc}", "timeout", provider=NAME)
-        if isinstance(exc, self._connection_error):
-            return TransientProviderError(f"connection to {NAME} failed: {exc}", "connection", provider=NAME)
+        transport = classify_requests_error(exc, provider=NAME)
+        if transport is not None:
+            return transport
         if isinstance(exc, ValueError):  # the SDK validates the message before sending it
             return invalid_payload(NAME, exc)
         return classify_transport_error(exc, provider=NAME) or unexpected_error(exc, provider=NAME)

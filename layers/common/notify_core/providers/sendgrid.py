@@ -8,8 +8,9 @@ connections as the standard library's ``TimeoutError`` / ``urllib.error.URLError
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
+from ..models import EmailPayload
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
@@ -51,21 +52,24 @@ def classify_sendgrid_error(status: int, body: bytes | str | None, retry_after: 
 def build_mail_body(message: OutgoingMessage, default_from: str, mail_module: Any) -> dict[str, Any]:
     """The v3 mail/send request body, built with the SDK's ``helpers.mail`` classes."""
     payload = message.payload
-    sender = payload.get("from") or default_from
+    assert isinstance(payload, EmailPayload), "the sendgrid provider serves the email channel only"
+    sender = payload.from_ or default_from
     if not sender:
         raise not_configured(NAME, "the payload has no 'from' and SENDGRID_DEFAULT_FROM is not set")
-    if not payload.get("to"):
+    if not payload.to:
         raise PermanentProviderError("email payload has no 'to'", "invalid_payload", provider=NAME)
     try:
         mail = mail_module.Mail(
             from_email=sender,
-            to_emails=payload["to"],
-            subject=payload["subject"],
-            plain_text_content=payload["body"],
-            html_content=payload.get("html") or None,
+            to_emails=payload.to,
+            subject=payload.subject,
+            plain_text_content=payload.body,
+            html_content=payload.html or None,
         )
-        if payload.get("reply_to"):
-            mail.reply_to = mail_module.ReplyTo(payload["reply_to"])
+        if payload.reply_to:
+            mail.reply_to = mail_module.ReplyTo(payload.reply_to)
+        for name, value in message.headers.items():
+            mail.header = mail_module.Header(name, value)
         # Come back on SendGrid's event webhook, so delivery events find their notification.
         mail.custom_arg = [
             mail_module.CustomArg("notification_id", str(message.notification_id)),
@@ -77,26 +81,31 @@ def build_mail_body(message: OutgoingMessage, default_from: str, mail_module: An
     return body
 
 
-_openers = threading.local()
+_opener: Any = None
+_opener_lock = threading.Lock()
 
 
 def _cached_build_opener(*handlers: Any) -> Any:
     """python_http_client calls urllib's build_opener() for every request, and each call creates an
     HTTPS context that loads the CA bundle: ~20 ms of CPU per send, holding the GIL, so concurrent
-    sends queue behind each other. One opener per thread (its handlers keep no per-request state)
-    removes that cost without changing what is sent."""
+    sends queue behind each other. One opener for the process (as urllib's own urlopen shares one:
+    its handlers keep no per-request state) removes that cost without changing what is sent, and a
+    cold sender pays it once, not once per send thread."""
     import urllib.request
 
+    global _opener
     if handlers:
         return urllib.request.build_opener(*handlers)
-    opener = getattr(_openers, "opener", None)
-    if opener is None:
-        opener = _openers.opener = urllib.request.build_opener()
-    return opener
+    if _opener is None:
+        with _opener_lock:
+            if _opener is None:
+                _opener = urllib.request.build_opener()
+    return _opener
 
 
 class SendGridProvider:
-    name = NAME
+    name: ClassVar[str] = NAME
+    channels: ClassVar[frozenset[str]] = frozenset({"email"})
 
     def __init__(self, settings: ProviderSettings) -> None:
         import types
@@ -116,11 +125,13 @@ class SendGridProvider:
         self._default_from = settings.sendgrid_default_from
         self._api_key = settings.sendgrid_api_key.get_secret_value()
         self._client: Any = None
+        # urllib applies the one timeout to connecting and to each read
+        self.max_send_seconds = 2 * settings.read_timeout(NAME)
         if self._api_key:
             self._client = SendGridAPIClient(api_key=self._api_key, host=settings.sendgrid_base_url)
             # Every request built from this client inherits the timeout (python_http_client copies it
             # into each child client); urllib applies it to connect and to each socket read.
-            self._client.client.timeout = settings.provider_timeout_seconds
+            self._client.client.timeout = settings.read_timeout(NAME)
 
     def send(self, message: OutgoingMessage) -> Receipt:
         if self._client is None:

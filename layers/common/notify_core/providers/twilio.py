@@ -5,7 +5,8 @@ client its own subclass of it, which
 
 * moves every request to ``TWILIO_BASE_URL`` when that is set (scheme, host and port replaced, the
   path kept), so the real SDK can talk to a local stub; edge/region host rewriting is undone too;
-* applies ``PROVIDER_TIMEOUT_SECONDS`` (connect and read);
+* applies the connect and read timeouts (``PROVIDER_CONNECT_TIMEOUT_SECONDS``, ``TWILIO_TIMEOUT_SECONDS``
+  or ``PROVIDER_TIMEOUT_SECONDS``);
 * keeps the last response's headers per thread, because ``TwilioRestException`` drops them and a
   429's ``Retry-After`` lives there.
 """
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from ..models import SmsPayload
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
     ProviderError,
     ProviderSettings,
     Receipt,
-    TransientProviderError,
     classify_http_status,
+    classify_requests_error,
     classify_transport_error,
     header,
     not_configured,
@@ -83,8 +85,16 @@ def _http_client_class() -> type:
     from twilio.http.http_client import TwilioHttpClient
 
     class NotifyTwilioHttpClient(TwilioHttpClient):
-        def __init__(self, base_url: str, timeout: float) -> None:
-            super().__init__(pool_connections=True, timeout=timeout)
+        def __init__(self, base_url: str, timeout: tuple[float, float]) -> None:
+            super().__init__(pool_connections=True)
+            # (connect, read) for requests; the SDK's own check only accepts a number, so it is set
+            # after its constructor and used by request() whenever no timeout is passed.
+            self.timeout = timeout
+            if self.session is not None:  # keep a connection per concurrent send (at most 100)
+                import requests
+
+                for prefix in ("https://", "http://"):
+                    self.session.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=100))
             self._base = urlsplit(base_url) if base_url else None
             self._local = threading.local()
 
@@ -103,16 +113,16 @@ def _http_client_class() -> type:
 
 
 class TwilioProvider:
-    name = NAME
+    name: ClassVar[str] = NAME
+    channels: ClassVar[frozenset[str]] = frozenset({"sms"})
 
     def __init__(self, settings: ProviderSettings) -> None:
-        import requests
         from twilio.base.exceptions import TwilioRestException, TwilioServiceException
         from twilio.rest import Client
 
         self._rest_errors: tuple[type[Exception], ...] = (TwilioRestException, TwilioServiceException)
-        self._timeout_error: type[Exception] = requests.exceptions.Timeout
-        self._connection_error: type[Exception] = requests.exceptions.ConnectionError
+        timeout = (settings.provider_connect_timeout_seconds, settings.read_timeout(NAME))
+        self.max_send_seconds = sum(timeout)
         self._from_number = settings.twilio_from_number
         self._service_sid = settings.twilio_messaging_service_sid
         self._client: Any = None
@@ -128,7 +138,7 @@ class TwilioProvider:
             else ""
         )
         if not self._problem:
-            self._http = _http_client_class()(settings.twilio_base_url, settings.provider_timeout_seconds)
+            self._http = _http_client_class()(settings.twilio_base_url, timeout)
             self._client = Client(username=sid, password=token, account_sid=sid, http_client=self._http)
             if settings.twilio_base_url:
                 # TWILIO_EDGE / TWILIO_REGION from the environment would rename the host; the base URL
@@ -136,9 +146,9 @@ class TwilioProvider:
                 self._client.edge = None
                 self._client.region = None
 
-    def _sender(self, payload: dict[str, Any]) -> dict[str, str]:
-        if payload.get("from"):
-            return {"from_": str(payload["from"])}
+    def _sender(self, payload: SmsPayload) -> dict[str, str]:
+        if payload.from_:
+            return {"from_": payload.from_}
         if self._service_sid:
             return {"messaging_service_sid": self._service_sid}
         if self._from_number:
@@ -152,11 +162,10 @@ class TwilioProvider:
         if self._client is None:
             raise not_configured(NAME, self._problem)
         payload = message.payload
-        if not payload.get("to") or not payload.get("body"):
-            raise PermanentProviderError(
-                "sms payload needs 'to' and 'body'", "invalid_payload", provider=NAME
-            )
-        kwargs = {"to": str(payload["to"]), "body": str(payload["body"]), **self._sender(payload)}
+        assert isinstance(payload, SmsPayload), "the twilio provider serves the sms channel only"
+        if not payload.to:
+            raise PermanentProviderError("sms payload has no 'to'", "invalid_payload", provider=NAME)
+        kwargs = {"to": payload.to, "body": payload.body, **self._sender(payload)}
         try:
             reply = self._client.messages.create_with_http_info(**kwargs)
         except self._rest_errors as exc:
@@ -166,17 +175,11 @@ class TwilioProvider:
                 str(getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", "")),
                 header(self._http.last_headers(), "Retry-After"),
             ) from exc
-        except self._timeout_error as exc:  # ConnectTimeout and ReadTimeout (checked before ConnectionError)
-            raise TransientProviderError(
-                f"request to {NAME} timed out: {exc}", "timeout", provider=NAME
-            ) from exc
-        except self._connection_error as exc:
-            raise TransientProviderError(
-                f"connection to {NAME} failed: {exc}", "connection", provider=NAME
-            ) from exc
         except Exception as exc:  # every other exception is mapped explicitly here
             raise (
-                classify_transport_error(exc, provider=NAME) or unexpected_error(exc, provider=NAME)
+                classify_requests_error(exc, provider=NAME)
+                or classify_transport_error(exc, provider=NAME)
+                or unexpected_error(exc, provider=NAME)
             ) from exc
         instance = reply.data
         sid = getattr(instance, "sid", None)

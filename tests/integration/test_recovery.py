@@ -1,0 +1,265 @@
+"""Nothing lost, duplicates only where no one can prevent them: the recovery paths over real
+PostgreSQL, Redis, SQS and the provider SDKs talking to the stub.
+
+- a `queued` row whose message vanished is found and re-enqueued by the sweeper;
+- outcomes are committed while the batch is still sending;
+- a lost answer (read timeout) is recorded as ambiguous, and the policy decides what follows;
+- the database unreachable: the API answers 503 with Retry-After instead of hanging;
+- the DLQ processor dead-letters only what is really dead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from notify_core import sweeper
+from notify_core.config import get_settings
+from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
+
+from .conftest import Api
+from .test_delivery import EMAIL, SMS, Pipeline, create
+
+SWEEP_EVENT = {
+    "version": "0",
+    "id": "x",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "detail": {},
+}
+
+
+def sweep() -> dict[str, Any]:
+    handler = load_handler("functions/retry_sweeper/", "app.handler")
+    return handler(SWEEP_EVENT, LambdaContext("RetrySweeperFunction", 256, 55))
+
+
+def drop_messages(pipeline: Pipeline) -> None:
+    """The queue loses its messages (a purge, the retention period, an operator's mistake)."""
+    for _ in range(5):
+        messages = pipeline.receive(rounds=1)
+        if not messages:
+            return
+        for m in messages:
+            pipeline.env.sqs.delete_message(QueueUrl=pipeline.queue, ReceiptHandle=m["ReceiptHandle"])
+
+
+# ---------------------------------------------------------------- lost messages
+
+
+def test_the_stale_queued_threshold_is_derived_from_the_queue(pipeline: Pipeline) -> None:
+    # The pipeline's queue: VisibilityTimeout 180 s, maxReceiveCount 2, and SQS's longest delay 900 s
+    get_settings.cache_clear()
+    from notify_core import clients
+
+    clients.forget("stale-queued-seconds")
+    assert sweeper.stale_queued_seconds(get_settings()) == 180 * 2 + 900
+
+
+def test_a_queued_row_whose_message_was_lost_is_re_enqueued_and_sent_once(
+    api: Api, pipeline: Pipeline, settings_env: Any
+) -> None:
+    # Given two queued notifications whose messages are gone, one queued long ago and one just now
+    settings_env(STALE_QUEUED_SECONDS="600")
+    stale, fresh = create(api, "email", EMAIL), create(api, "email", EMAIL)
+    pipeline.only([stale, fresh])
+    drop_messages(pipeline)
+    pipeline.sql("UPDATE notifications SET queued_at = now() - interval '11 minutes' WHERE id = %s", stale)
+    assert pipeline.row(stale)["status"] == "queued"
+    # When the sweeper runs
+    report = sweep()
+    # Then only the stale one is enqueued again, and its clock starts again
+    assert report["enqueued"] == {"queued": 1}
+    row = pipeline.row(stale)
+    assert row["status"] == "queued"
+    assert row["queued_at"] > datetime.now(UTC) - timedelta(seconds=30)
+    assert sweep()["enqueued"] == {}
+    # And it is sent exactly once; the fresh one waits for its own threshold
+    pipeline.drain_sender()
+    assert pipeline.row(stale)["status"] == "sent"
+    assert pipeline.row(fresh)["status"] == "queued"
+    assert len(pipeline.stub.requests("sendgrid")) == 1
+
+
+def test_a_retry_that_could_not_be_enqueued_waits_as_retrying_for_the_sweeper(
+    api: Api, pipeline: Pipeline, settings_env: Any
+) -> None:
+    # Given a send that fails transiently while SQS refuses the retry's message
+    pipeline.stub.configure("sendgrid", fail_next=1, failure="5xx")
+    nid = create(api, "email", EMAIL)
+    messages = pipeline.receive()
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue + "-missing")
+    pipeline.invoke("sender", messages)
+    # Then the row stays `retrying` (never `queued` without a message) until the sweeper takes it
+    row = pipeline.row(nid)
+    assert row["status"] == "retrying" and row["attempt_count"] == 1
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue)
+    pipeline.only([nid])
+    pipeline.sql("UPDATE notifications SET next_attempt_at = now() WHERE id = %s", nid)
+    assert sweep()["enqueued"] == {"retrying": 1}
+    pipeline.drain_sender()
+    assert pipeline.row(nid)["status"] == "sent"
+
+
+# ---------------------------------------------------------------- outcomes as they happen
+
+
+def test_outcomes_are_committed_while_the_batch_is_still_sending(api: Api, pipeline: Pipeline) -> None:
+    # Given a batch with a fast SMS and an email whose provider takes 3 s
+    pipeline.stub.configure("sendgrid", delay_ms=3000)
+    slow, fast = create(api, "email", EMAIL), create(api, "sms", SMS)
+    messages = pipeline.receive()
+    assert len(messages) == 2
+    done = threading.Event()
+
+    def invoke() -> None:
+        pipeline.invoke("sender", messages)
+        done.set()
+
+    thread = threading.Thread(target=invoke)
+    thread.start()
+    # When the SMS is sent, its outcome is in the database before the batch ends
+    deadline = time.monotonic() + 10
+    while pipeline.row(fast)["status"] != "sent" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pipeline.row(fast)["status"] == "sent"
+    assert pipeline.row(slow)["status"] == "sending"
+    assert not done.is_set()
+    thread.join(timeout=15)
+    assert pipeline.row(slow)["status"] == "sent"
+
+
+# ---------------------------------------------------------------- ambiguous sends
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "reason"), [("retry", "queued", None), ("fail", "failed", "ambiguous")]
+)
+def test_a_lost_answer_is_recorded_as_ambiguous(
+    api: Api, pipeline: Pipeline, settings_env: Any, policy: str, status: str, reason: str | None
+) -> None:
+    # Given SendGrid answering after 2.5 s and a read timeout of 1 s
+    settings_env(SENDGRID_TIMEOUT_SECONDS="1", AMBIGUOUS_SENDS=policy)
+    pipeline.stub.configure("sendgrid", delay_ms=2500)
+    nid = create(api, "email", EMAIL)
+    pipeline.invoke("sender", pipeline.receive())
+    row = pipeline.row(nid)
+    # Then the request reached the provider, and the attempt says its outcome is unknown
+    assert len(pipeline.stub.requests("sendgrid")) == 1
+    assert [(a["outcome"], a["error_code"]) for a in row["attempts"]] == [("ambiguous", "timeout")]
+    assert row["status"] == status
+    assert [d["reason"] for d in row["dead_letters"]] == ([reason] if reason else [])
+
+
+def test_a_refused_connection_is_not_ambiguous(api: Api, pipeline: Pipeline, settings_env: Any) -> None:
+    settings_env(SENDGRID_BASE_URL="http://127.0.0.1:9", AMBIGUOUS_SENDS="fail")
+    nid = create(api, "email", EMAIL)
+    pipeline.invoke("sender", pipeline.receive())
+    row = pipeline.row(nid)
+    assert row["status"] == "queued"
+    assert [(a["outcome"], a["error_code"]) for a in row["attempts"]] == [("transient_error", "connection")]
+
+
+# ---------------------------------------------------------------- the database away
+
+
+def test_the_api_answers_503_with_retry_after_when_the_database_is_unreachable(
+    make_api: Any, tenant: Any, settings_env: Any
+) -> None:
+    settings_env(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:9/none",
+        DB_CONNECT_TIMEOUT_SECONDS="1",
+        DB_POOL_TIMEOUT_SECONDS="1",
+    )
+    reply = make_api(tenant.key)("GET", "/api/v1/notifications")
+    assert reply.status == 503
+    assert reply.error["code"] == "service_unavailable"
+    assert reply.headers["Retry-After"] == "5"
+
+
+# ---------------------------------------------------------------- the DLQ processor
+
+
+def redriven(pipeline: Pipeline, nid: str, sent_at: datetime) -> dict[str, Any]:
+    tenant = pipeline.row(nid)["tenant_id"]
+    message = {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": "rh",
+        "Body": f'{{"id": "{nid}", "tenant_id": "{tenant}"}}',
+        "Attributes": {"SentTimestamp": str(int(sent_at.timestamp() * 1000)), "ApproximateReceiveCount": "3"},
+    }
+    handler = load_handler("functions/dlq_processor/", "app.handler")
+    event = sqs_event([message], pipeline.stack.queues["NotificationsDLQ"].arn)
+    return handler(event, LambdaContext("DlqProcessorFunction", 256, 30))
+
+
+def test_the_dlq_processor_dead_letters_only_what_is_really_dead(api: Api, pipeline: Pipeline) -> None:
+    rows = {k: create(api, "email", EMAIL) for k in ("dead", "sent", "live", "requeued", "retrying")}
+    drop_messages(pipeline)
+    sent_at = datetime.now(UTC) - timedelta(minutes=10)
+    pipeline.sql(
+        "UPDATE notifications SET queued_at = now() - interval '10 minutes' WHERE id = ANY(%s::uuid[])",
+        list(rows.values()),
+    )
+    pipeline.sql("UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = %s", rows["sent"])
+    pipeline.sql(
+        "UPDATE notifications SET status = 'sending', claimed_until = now() + interval '1 minute' WHERE id = %s",
+        rows["live"],
+    )
+    pipeline.sql("UPDATE notifications SET queued_at = now() WHERE id = %s", rows["requeued"])
+    pipeline.sql(
+        "UPDATE notifications SET status = 'retrying', next_attempt_at = now() WHERE id = %s",
+        rows["retrying"],
+    )
+    for nid in rows.values():
+        assert redriven(pipeline, nid, sent_at) == {"batchItemFailures": []}
+    after = {k: pipeline.row(nid) for k, nid in rows.items()}
+    assert {k: r["status"] for k, r in after.items()} == {
+        "dead": "failed",
+        "sent": "sent",
+        "live": "sending",
+        "requeued": "queued",
+        "retrying": "retrying",
+    }
+    assert {k: [d["reason"] for d in r["dead_letters"]] for k, r in after.items()} == {
+        "dead": ["redrive"],
+        "sent": [],
+        "live": [],
+        "requeued": [],
+        "retrying": [],
+    }
+    assert "3 receives" in after["dead"]["dead_letters"][0]["last_error"]
+
+
+def test_a_message_that_overtakes_its_row_is_put_back_and_then_sent(pipeline: Pipeline, tenant: Any) -> None:
+    # Given a message on the queue whose row is not committed yet (ingest sends while it inserts)
+    nid = uuid.uuid4()
+    pipeline.env.sqs.send_message(
+        QueueUrl=pipeline.queue, MessageBody=f'{{"id": "{nid}", "tenant_id": "{tenant.id}"}}'
+    )
+    messages = pipeline.receive()
+    assert len(messages) == 1
+    # When the sender gets it first, it puts it back for a moment instead of dropping it
+    assert pipeline.invoke("sender", messages) == {"batchItemFailures": []}
+    delayed = pipeline.env.sqs.get_queue_attributes(
+        QueueUrl=pipeline.queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert delayed == "1"
+    # And once the row is there, the message comes back and the notification is sent
+    pipeline.sql(
+        "INSERT INTO notifications (id, tenant_id, channel, provider, payload, status, max_attempts)"
+        " VALUES (%s, %s, 'email', 'sendgrid', %s::jsonb, 'pending', 3)",
+        nid,
+        tenant.id,
+        '{"to": "ada@example.com", "from": "ops@example.com", "subject": "Hi", "body": "Hello"}',
+    )
+    again = pipeline.receive(wait=3, rounds=3)
+    assert [json.loads(m["Body"])["id"] for m in again] == [str(nid)]
+    pipeline.invoke("sender", again)
+    assert pipeline.row(str(nid))["status"] == "sent"
