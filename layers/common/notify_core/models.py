@@ -56,14 +56,6 @@ Status = Literal[
     "suppressed",
 ]
 
-DEFAULT_PROVIDER: dict[str, ProviderName] = {"email": "sendgrid", "sms": "twilio", "push": "fcm"}
-PROVIDER_CHANNELS: dict[str, frozenset[str]] = {
-    "sendgrid": frozenset({"email"}),
-    "twilio": frozenset({"sms"}),
-    "fcm": frozenset({"push"}),
-    "console": frozenset({"email", "sms", "push"}),
-}
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -199,8 +191,7 @@ class PushPayload(Strict):
         return self
 
 
-PAYLOAD_MODELS: dict[str, type[Strict]] = {"email": EmailPayload, "sms": SmsPayload, "push": PushPayload}
-RECIPIENT_FIELD = {"email": "to", "sms": "to", "push": "token"}
+# Which channel takes which payload model, its recipient field, its default provider: channels.py.
 
 # ---------------------------------------------------------------- notifications
 
