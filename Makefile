@@ -10,7 +10,7 @@ ENV    ?= default
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 
-.PHONY: help venv test lint format build migrate bench services services-down services-status \
+.PHONY: help venv test fuzz lint format build migrate bench services services-down services-status \
         dev deploy clean distclean
 
 help: ## list the targets
@@ -19,8 +19,19 @@ help: ## list the targets
 venv: ## create/refresh .venv (and .local/localstack-venv when Python 3.13 exists)
 	@bash scripts/bootstrap.sh
 
-test: venv ## run the whole test suite (starts PostgreSQL/Redis/SQS when needed)
+test: venv ## run the whole test suite (starts PostgreSQL/Redis/SQS when needed); fuzzes the API briefly
 	$(PY) -m pytest -n 2 -q
+
+# Schemathesis against the served OpenAPI document through notify-local's runtime, FUZZ_EXAMPLES
+# per operation (make test runs 10); counts every 5xx and every reply that violates the document.
+FUZZ_EXAMPLES ?= 1500
+FUZZ_RESULT := .local/fuzz-result.json
+fuzz: venv ## property-based fuzzing of the HTTP API (~20,000 requests, ~4 min); ends with RESULT {json}
+	@mkdir -p .local && rm -f $(FUZZ_RESULT)
+	FUZZ_MODE=count FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_RESULT=$(FUZZ_RESULT) \
+	  $(PY) -m pytest tests/integration/test_fuzz.py -q -p no:cacheprovider
+	@$(PY) -c 'import json, sys; r = json.load(open("$(FUZZ_RESULT)")); \
+	  print("RESULT " + json.dumps(r)); sys.exit(1 if r["server_errors"] or r["nonconforming"] else 0)'
 
 lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
 	$(BIN)/ruff check .

@@ -1,62 +1,70 @@
-"""API function: API Gateway REST proxy → Powertools resolver → notify_core. Routes stay thin."""
+"""API function: API Gateway REST proxy → gate → Powertools resolver → notify_core. Routes stay thin.
+
+Each route declares its scope and its success replies (`routes.get/post/...`, notify_core.openapi);
+the errors it can answer, the OpenAPI document and the gate's checks follow from that declaration.
+The gate (notify_core.http.gate) runs before the resolver: size, media type, API key, rate limit and
+scope, then the body is read once; the resolver validates the parsed body against the route's model.
+"""
 
 from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import psycopg
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from notify_core import dlq, health, notifications, users
+from notify_core.auth import Principal
 from notify_core.config import get_settings
-from notify_core.errors import DomainError
-from notify_core.http import JSON, RateLimitExceeded, admit, check_body, error_body
+from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
+from notify_core.fields import Cursor, IdempotencyKeyHeader, QueryInt
+from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result
 from notify_core.models import (
+    AttemptList,
     BatchCreate,
+    BatchRejected,
+    BatchResult,
     Channel,
+    DeadLetterStats,
+    Health,
+    HealthUnavailable,
+    Notification,
     NotificationCreate,
+    Page,
+    Replayed,
     Status,
+    User,
     UserCreate,
     UserPatch,
-    field_path,
+    detail,
 )
-from notify_core.observability import logger, metrics, tracer
+from notify_core.observability import describe_exception, logger, metrics, tracer
+from notify_core.openapi import Routes, swagger_page
 
-PUBLIC_PATHS = frozenset({"/health", "/swagger"})
+TITLE = "Notification platform API"
+VERSION = "1.1.0"
 
 get_settings()  # a wrong setting fails the cold start
 
-app = APIGatewayRestResolver(enable_validation=True)
-_swagger_enabled = False
+
+def _gated_body(_text: str) -> Any:
+    """The resolver's validation asks for the JSON body: the gate has read and parsed it already."""
+    return app.context.get("body")
 
 
-def _enable_swagger() -> None:
-    """Register /swagger on its first request. Powertools' OpenAPI models take ~140 ms to import;
-    a cold start that serves anything else should not pay for them."""
-    global _swagger_enabled
-    if _swagger_enabled:
-        return
-    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
-
-    app.enable_swagger(
-        path="/swagger",
-        title="Notification platform API",
-        version="1.0.0",
-        description="Send email, SMS and push notifications reliably. Authenticate with an API key.",
-        security_schemes={
-            "bearer": HTTPBearer(description="Authorization: Bearer <api key>"),
-            "apiKey": APIKey(name="X-Api-Key", in_=APIKeyIn.header),
-        },
-        security=[{"bearer": []}, {"apiKey": []}],
-    )
-    _swagger_enabled = True
+# A reply that fails its own declared type is the API's bug: 500 (ResponseValidationError), not 422.
+app = APIGatewayRestResolver(
+    enable_validation=True, json_body_deserializer=_gated_body, response_validation_error_http_code=500
+)
+routes = Routes(app)
 
 
 def json_response(status: int, content: Any) -> Response[str]:
@@ -64,10 +72,15 @@ def json_response(status: int, content: Any) -> Response[str]:
     return Response(status_code=status, content_type=JSON, body=body)
 
 
-def caller(scope: str) -> Any:
-    principal = app.context["principal"]
-    principal.require(scope)
-    return principal
+def no_content() -> Response[str]:
+    return Response(HTTPStatus.NO_CONTENT, None, "")
+
+
+def principal() -> Principal:
+    """The caller, admitted by the gate with the route's scope."""
+    found = app.context.get("principal")
+    assert isinstance(found, Principal), "a route with a scope runs only after the gate admitted a key"
+    return found
 
 
 # ------------------------------------------------------------------ errors, in one place
@@ -75,194 +88,346 @@ def caller(scope: str) -> Any:
 
 @app.exception_handler(DomainError)
 def domain_error(exc: DomainError) -> Response[str]:
-    headers = exc.headers if isinstance(exc, RateLimitExceeded) else exc.reply_headers()
-    return Response(exc.status, JSON, error_body(exc.code, exc.message, exc.details), headers=headers)
+    return error_response(exc)
+
+
+def _detail(err: dict[str, Any]) -> dict[str, str]:
+    """A resolver validation error as a detail: body paths as in the models, parameters by name
+    (headers as documented, e.g. Idempotency-Key)."""
+    loc = tuple(err.get("loc", ()))
+    if loc[:1] == ("header",) and len(loc) > 1:
+        loc = ("-".join(part.capitalize() for part in str(loc[1]).split("-")), *loc[2:])
+    elif loc[:1] in (("body",), ("query",), ("path",), ("cookie",)):
+        loc = loc[1:] or loc
+    return detail(err, loc=loc)
 
 
 @app.exception_handler(RequestValidationError)
 def request_invalid(exc: RequestValidationError) -> Response[str]:
-    details = []
-    for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
-        where = loc[0] if loc and loc[0] in ("body", "query", "path", "header") else "body"
-        if err.get("type") == "json_invalid":
-            return Response(400, JSON, error_body("validation_error", "the request body is not valid JSON"))
-        message = "unknown field" if err.get("type") == "extra_forbidden" else str(err.get("msg", "invalid"))
-        details.append(
-            {
-                "field": field_path(loc[1:] if loc and loc[0] == where else loc) or where,
-                "in": where,
-                "message": message.removeprefix("Value error, "),
-            }
+    details = [_detail(err) for err in exc.errors()]
+    return error_response(ValidationFailed("the request failed validation", details))
+
+
+@app.exception_handler([psycopg.DataError, UnicodeError])
+def unstorable(exc: Exception) -> Response[str]:
+    """Backstop: a value the models let through but the database refuses (out of range, bad
+    encoding) is the caller's 422, never a 500. Logged without the database's message or context."""
+    logger.warning("database refused a value", extra={"error": describe_exception(exc)})
+    metrics.add_metric(name="UnstorableValues", unit="Count", value=1)
+    return error_response(
+        ValidationFailed(
+            "a value in the request cannot be stored",
+            [{"field": "body", "message": "a value is out of range or not storable text"}],
         )
-    return Response(422, JSON, error_body("validation_error", "the request failed validation", details))
+    )
 
 
 @app.exception_handler(Exception)
 def unexpected(exc: Exception) -> Response[str]:
-    logger.exception("unhandled error")
+    # logged with the frames and the exception's type only (observability.SafeFormatter)
+    logger.exception("unhandled error", extra={"route": app.context.get("route")})
     metrics.add_metric(name="UnhandledErrors", unit="Count", value=1)
-    return Response(500, JSON, error_body("internal_error", "an internal error occurred; it has been logged"))
+    return error_response(InternalError("an internal error occurred; it has been logged"))
 
 
 @app.not_found
 def not_found(exc: Exception) -> Response[str]:
-    return Response(404, JSON, error_body("not_found", f"no route for {app.current_event.path}"))
+    return error_response(NotFound("no route for this method and path"))
 
 
-# ------------------------------------------------------------------ routes
+# ------------------------------------------------------------------ public routes
 
 
-@app.get("/health", summary="Liveness; with deep=1 also PostgreSQL, Redis and SQS reachability")
-def get_health(deep: Annotated[str | None, Query()] = None) -> Response[str]:
+@routes.get(
+    "/health",
+    scope=None,
+    ok={200: Health},
+    errors={503: HealthUnavailable},
+    summary="Liveness; with deep=1 also PostgreSQL, Redis and SQS reachability",
+    tags=["operations"],
+)
+def get_health(deep: Annotated[Literal["0", "1", "true", "false"] | None, Query()] = None) -> Response[str]:
     report = health.check(deep=deep in ("1", "true"))
-    return json_response(200 if report["status"] == "ok" else 503, report)
+    if report["status"] == "ok":
+        return json_response(200, report)
+    failing = [
+        {"field": f"checks.{name}", "message": result}
+        for name, result in report["checks"].items()
+        if result != "ok"
+    ]
+    return error_response(ServiceUnavailable("a dependency is unreachable", failing), checks=report["checks"])
 
 
-@app.post("/api/v1/users", summary="Create a recipient", tags=["users"])
+@routes.get(
+    "/swagger",
+    scope=None,
+    ok={
+        200: {
+            "description": "Swagger UI (text/html), or with format=json this OpenAPI document",
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+    summary="This document (format=json) or Swagger UI (HTML)",
+    tags=["operations"],
+)
+def get_swagger(format: Annotated[Literal["json"] | None, Query()] = None) -> Response[str]:
+    if format == "json":
+        return Response(200, JSON, openapi_json())
+    page, policy = swagger_page()
+    return Response(200, "text/html; charset=utf-8", page, headers={"Content-Security-Policy": policy})
+
+
+_document: dict[str, Any] | None = None
+
+
+def _base_path() -> str:
+    """Where the API is mounted, as the client sees it: `/<stage>` on API Gateway's own domain, nothing
+    behind a custom domain or notify-local (the stage is then not part of the path)."""
+    context = app.current_event.request_context
+    stage = context.stage
+    if stage and stage != "$default" and (context.path or "").startswith(f"/{stage}/"):
+        return f"/{stage}"
+    return ""
+
+
+def openapi_json() -> str:
+    """The OpenAPI document: generated from the routes once per container, its server per request."""
+    global _document
+    if _document is None:
+        from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
+        _document = routes.document(
+            app.get_openapi_json_schema(
+                title=TITLE,
+                version=VERSION,
+                description="Send email, SMS and push notifications reliably. Authenticate with an API key.",
+                security_schemes={
+                    "bearer": HTTPBearer(description="Authorization: Bearer <api key>"),
+                    "apiKey": APIKey(name="X-Api-Key", in_=APIKeyIn.header),
+                },
+            )
+        )
+    return json.dumps({**_document, "servers": [{"url": _base_path() or "/"}]}, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------ users
+
+
+@routes.post(
+    "/api/v1/users",
+    scope="users:write",
+    ok={201: User},
+    errors={409: None},
+    summary="Create a recipient",
+    tags=["users"],
+)
 def create_user(body: Annotated[UserCreate, Body()]) -> Response[str]:
-    principal = caller("users:write")
-    return json_response(HTTPStatus.CREATED, users.create_user(principal.tenant_id, body))
+    return json_response(HTTPStatus.CREATED, users.create_user(principal().tenant_id, body))
 
 
-@app.get("/api/v1/users/<id>", summary="Read a recipient", tags=["users"])
+@routes.get(
+    "/api/v1/users/<id>", scope="users:read", ok={200: User}, summary="Read a recipient", tags=["users"]
+)
 def get_user(id: UUID) -> Response[str]:
-    principal = caller("users:read")
-    return json_response(200, users.get_user(principal.tenant_id, id))
+    return json_response(200, users.get_user(principal().tenant_id, id))
 
 
-@app.patch("/api/v1/users/<id>", summary="Change a recipient", tags=["users"])
+@routes.patch(
+    "/api/v1/users/<id>",
+    scope="users:write",
+    ok={200: User},
+    errors={409: None},
+    summary="Change a recipient",
+    tags=["users"],
+)
 def patch_user(id: UUID, body: Annotated[UserPatch, Body()]) -> Response[str]:
-    principal = caller("users:write")
-    return json_response(200, users.update_user(principal.tenant_id, id, body))
+    return json_response(200, users.update_user(principal().tenant_id, id, body))
 
 
-@app.delete("/api/v1/users/<id>", summary="Delete a recipient", tags=["users"])
+@routes.delete(
+    "/api/v1/users/<id>", scope="users:write", ok={204: None}, summary="Delete a recipient", tags=["users"]
+)
 def delete_user(id: UUID) -> Response[str]:
-    principal = caller("users:write")
-    users.delete_user(principal.tenant_id, id)
-    return Response(HTTPStatus.NO_CONTENT, JSON, "")
+    users.delete_user(principal().tenant_id, id)
+    return no_content()
 
 
-def _idempotency_header() -> str | None:
-    value = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get(
-        "idempotency-key"
-    )
-    return value.strip() or None if value else None
+# ------------------------------------------------------------------ notifications
+
+IdempotencyHeader = Annotated[
+    IdempotencyKeyHeader,
+    Header(alias="Idempotency-Key", description="The same key and body within 24 h return the first result"),
+]
 
 
-@app.post("/api/v1/notifications", summary="Create a notification", tags=["notifications"])
-def create_notification(body: Annotated[NotificationCreate, Body()]) -> Response[str]:
-    principal = caller("notifications:write")
-    (outcome,) = notifications.create(principal.tenant_id, [body], _idempotency_header())
+@routes.post(
+    "/api/v1/notifications",
+    scope="notifications:write",
+    ok={200: Notification, 202: Notification},
+    errors={409: None},
+    summary="Create a notification (202; 200 with the first one for a repeated idempotency key)",
+    tags=["notifications"],
+)
+def create_notification(
+    body: Annotated[NotificationCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    (outcome,) = notifications.create(principal().tenant_id, [body], idempotency_key)
     if outcome.error is not None:
         raise outcome.error
     metrics.add_metric(name="NotificationsAccepted", unit="Count", value=0 if outcome.replayed else 1)
     return json_response(200 if outcome.replayed else HTTPStatus.ACCEPTED, outcome.notification)
 
 
-@app.post("/api/v1/notifications/batch", summary="Create up to 100 notifications", tags=["notifications"])
-def create_batch(body: Annotated[BatchCreate, Body()]) -> Response[str]:
-    principal = caller("notifications:write")
-    outcomes = notifications.create(
-        principal.tenant_id, body.notifications, _idempotency_header(), batch=True
-    )
+def _item_details(index: int, error: DomainError) -> list[dict[str, Any]]:
+    """An item's field errors as details of the whole request: the same shape, the path prefixed."""
+    prefix = f"notifications[{index}]"
+    if not error.details:
+        return [{"field": prefix, "message": error.message}]
+    return [{**d, "field": f"{prefix}.{d['field']}" if d.get("field") else prefix} for d in error.details]
+
+
+@routes.post(
+    "/api/v1/notifications/batch",
+    scope="notifications:write",
+    ok={202: BatchResult, 207: BatchResult},
+    errors={422: BatchRejected},
+    summary="Create up to 100 notifications: 202 all accepted, 207 some, 422 none",
+    tags=["notifications"],
+)
+def create_batch(
+    body: Annotated[BatchCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    outcomes = notifications.create(principal().tenant_id, body.notifications, idempotency_key, batch=True)
     results = [o.as_batch_item() for o in outcomes]
-    failed = sum(1 for o in outcomes if o.error is not None)
-    metrics.add_metric(name="NotificationsAccepted", unit="Count", value=len(outcomes) - failed)
-    status = HTTPStatus.ACCEPTED if failed == 0 else HTTPStatus.MULTI_STATUS
-    if failed == len(outcomes):
-        status = HTTPStatus.UNPROCESSABLE_ENTITY
-    return json_response(status, {"results": results, "accepted": len(outcomes) - failed, "rejected": failed})
+    failed = [o for o in outcomes if o.error is not None]
+    metrics.add_metric(name="NotificationsAccepted", unit="Count", value=len(outcomes) - len(failed))
+    summary = {"results": results, "accepted": len(outcomes) - len(failed), "rejected": len(failed)}
+    if len(failed) == len(outcomes):
+        details = [d for o in failed if o.error is not None for d in _item_details(o.index, o.error)]
+        rejected = ValidationFailed("every notification of the batch was rejected", details)
+        return error_response(rejected, **summary)
+    return json_response(HTTPStatus.MULTI_STATUS if failed else HTTPStatus.ACCEPTED, summary)
 
 
-@app.get("/api/v1/notifications", summary="List notifications, newest first", tags=["notifications"])
+@routes.get(
+    "/api/v1/notifications",
+    scope="notifications:read",
+    ok={200: Page[Notification]},
+    summary="List notifications, newest first",
+    tags=["notifications"],
+)
 def list_notifications(
     status: Annotated[Status | None, Query()] = None,
     user_id: Annotated[UUID | None, Query()] = None,
     channel: Annotated[Channel | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
 ) -> Response[str]:
-    principal = caller("notifications:read")
     page = notifications.list_page(
-        principal.tenant_id, limit=limit, cursor=cursor, status=status, user_id=user_id, channel=channel
+        principal().tenant_id, limit=limit, cursor=cursor, status=status, user_id=user_id, channel=channel
     )
     return json_response(200, page)
 
 
-@app.get("/api/v1/notifications/<id>", summary="Read a notification", tags=["notifications"])
+@routes.get(
+    "/api/v1/notifications/<id>",
+    scope="notifications:read",
+    ok={200: Notification},
+    summary="Read a notification",
+    tags=["notifications"],
+)
 def get_notification(id: UUID) -> Response[str]:
-    principal = caller("notifications:read")
-    return json_response(200, notifications.get(principal.tenant_id, id))
+    return json_response(200, notifications.get(principal().tenant_id, id))
 
 
-@app.post("/api/v1/notifications/<id>/cancel", summary="Cancel while not yet sending", tags=["notifications"])
+@routes.post(
+    "/api/v1/notifications/<id>/cancel",
+    scope="notifications:write",
+    ok={200: Notification},
+    errors={409: None},
+    summary="Cancel while not yet sending",
+    tags=["notifications"],
+)
 def cancel_notification(id: UUID) -> Response[str]:
-    principal = caller("notifications:write")
-    return json_response(200, notifications.cancel(principal.tenant_id, id))
+    return json_response(200, notifications.cancel(principal().tenant_id, id))
 
 
-@app.get("/api/v1/notifications/<id>/attempts", summary="Delivery attempts", tags=["notifications"])
+@routes.get(
+    "/api/v1/notifications/<id>/attempts",
+    scope="notifications:read",
+    ok={200: AttemptList},
+    summary="Delivery attempts",
+    tags=["notifications"],
+)
 def list_attempts(id: UUID) -> Response[str]:
-    principal = caller("notifications:read")
-    rows = notifications.attempts(principal.tenant_id, id)
-    return json_response(200, {"data": [a.model_dump(mode="json") for a in rows]})
+    rows = notifications.attempts(principal().tenant_id, id)
+    return json_response(200, AttemptList(data=rows))
 
 
-@app.get("/api/v1/dlq", summary="Dead letters, newest first", tags=["dlq"])
+# ------------------------------------------------------------------ dead letters
+
+
+@routes.get(
+    "/api/v1/dlq",
+    scope="dlq:read",
+    ok={200: Page[dlq.DeadLetter]},
+    summary="Dead letters, newest first",
+    tags=["dlq"],
+)
 def list_dead_letters(
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
 ) -> Response[str]:
-    principal = caller("dlq:read")
-    return json_response(200, dlq.list_page(principal.tenant_id, limit=limit, cursor=cursor))
+    return json_response(200, dlq.list_page(principal().tenant_id, limit=limit, cursor=cursor))
 
 
-@app.get("/api/v1/dlq/stats", summary="Dead letters by reason, channel and provider", tags=["dlq"])
+@routes.get(
+    "/api/v1/dlq/stats",
+    scope="dlq:read",
+    ok={200: DeadLetterStats},
+    summary="Dead letters by reason, channel and provider",
+    tags=["dlq"],
+)
 def dead_letter_stats() -> Response[str]:
-    principal = caller("dlq:read")
-    return json_response(200, dlq.stats(principal.tenant_id))
+    return json_response(200, dlq.stats(principal().tenant_id))
 
 
-@app.post("/api/v1/dlq/<id>/replay", summary="Send again with a fresh attempt budget", tags=["dlq"])
+@routes.post(
+    "/api/v1/dlq/<id>/replay",
+    scope="dlq:write",
+    ok={202: Replayed},
+    errors={409: None},
+    summary="Send again with a fresh attempt budget",
+    tags=["dlq"],
+)
 def replay_dead_letter(id: UUID) -> Response[str]:
-    principal = caller("dlq:write")
-    return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal.tenant_id, id))
+    return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal().tenant_id, id))
 
 
-@app.delete("/api/v1/dlq/<id>", summary="Discard a dead letter", tags=["dlq"])
+@routes.delete(
+    "/api/v1/dlq/<id>", scope="dlq:write", ok={204: None}, summary="Discard a dead letter", tags=["dlq"]
+)
 def delete_dead_letter(id: UUID) -> Response[str]:
-    principal = caller("dlq:write")
-    dlq.delete(principal.tenant_id, id)
-    return Response(HTTPStatus.NO_CONTENT, JSON, "")
+    dlq.delete(principal().tenant_id, id)
+    return no_content()
 
 
 # ------------------------------------------------------------------ entry point
 
 
-def _gate(event: dict[str, Any]) -> dict[str, str]:
-    """Size, media type, API key and rate limit — before any parsing, so that neither an anonymous
-    caller nor a flood of invalid requests gets past it. Returns the headers to add to the reply."""
-    headers = {k: v for k, v in (event.get("headers") or {}).items() if v is not None}
-    lowered = {k.lower(): v for k, v in headers.items()}
-    check_body(event.get("body"), bool(event.get("isBase64Encoded")), lowered.get("content-type"))
-    if event.get("path", "") in PUBLIC_PATHS:
-        if event.get("path") == "/swagger":
-            _enable_swagger()
-        return {}
-    admission = admit(headers)
-    app.append_context(principal=admission.principal)
-    logger.append_keys(api_key=admission.principal.key_prefix, tenant_id=str(admission.principal.tenant_id))
-    return admission.headers
+def _admitted(found: Principal) -> None:
+    app.append_context(principal=found)
+    logger.append_keys(api_key=found.key_prefix, tenant_id=str(found.tenant_id))
 
 
-def _with_headers(response: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:
-    if extra:
-        multi = response.setdefault("multiValueHeaders", {})
-        for name, value in extra.items():
-            multi[name] = [value]
-    return response
+def _finish(result: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:
+    multi = result.setdefault("multiValueHeaders", {})
+    for name, value in {**extra, **SECURITY_HEADERS}.items():
+        multi[name] = [value]
+    return result
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
@@ -270,17 +435,13 @@ def _with_headers(response: dict[str, Any], extra: dict[str, str]) -> dict[str, 
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     app.clear_context()
+    route = routes.match(str(event.get("httpMethod", "")), str(event.get("path", "")))
+    if route is not None:
+        app.append_context(route=f"{route.method} {route.path}")
     try:
-        extra = _gate(event)
+        admitted = gate(event, route.gate if route else None, on_admitted=_admitted)
     except DomainError as exc:
-        app.append_context(principal=None)
-        return _with_headers(
-            {
-                "statusCode": exc.status,
-                "multiValueHeaders": {"Content-Type": [JSON]},
-                "body": error_body(exc.code, exc.message, exc.details),
-                "isBase64Encoded": False,
-            },
-            exc.headers if isinstance(exc, RateLimitExceeded) else exc.reply_headers(),
-        )
-    return _with_headers(app.resolve(event, context), extra)
+        app.clear_context()
+        return _finish(proxy_result(error_response(exc)), {})
+    app.append_context(body=admitted.body)
+    return _finish(app.resolve(event, context), admitted.headers)

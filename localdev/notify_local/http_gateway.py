@@ -5,7 +5,14 @@ and Method (`any` matches every method). A request is matched as API Gateway mat
 the most specific resource wins (a literal segment over `{param}` over `{proxy+}`), then the method
 on that resource (its own, else ANY). No resource, or a resource without that method, gets API
 Gateway's 403 `{"message":"Missing Authentication Token"}`. A handler that raises or returns a
-malformed proxy response gets its 502 `{"message": "Internal server error"}`.
+malformed proxy response gets its 502 `{"message": "Internal server error"}`; a body over API
+Gateway's 10 MB payload limit its 413. Each of these replies is rendered from the Api resource's
+`GatewayResponses` when the template declares one for its type (or the DEFAULT_4XX / DEFAULT_5XX
+entry), exactly as API Gateway would: status, static headers, and the `application/json` template
+with `$context` variables filled in. Without such an entry, API Gateway's own body is used.
+
+The server takes connections as API Gateway does under a burst: its listen backlog is LISTEN_BACKLOG
+(the standard library's default of 5 reset or timed out dozens of 200 concurrent connections).
 
 The event is the REST proxy event (payload 1.0) from `lambda_env.rest_event`: `path` as sent
 (still percent-encoded, as REST APIs deliver it), `pathParameters` decoded, multi-value headers and
@@ -20,6 +27,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,6 +45,8 @@ LOOPBACK = "127.0.0.1"
 MISSING_TOKEN = {"message": "Missing Authentication Token"}
 INTERNAL_ERROR = {"message": "Internal server error"}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway REST APIs refuse larger request bodies
+LISTEN_BACKLOG = 1024
 
 SegmentKind = Literal["literal", "param", "greedy"]
 _RANK: dict[str, int] = {"literal": 0, "param": 1, "greedy": 2}
@@ -194,7 +204,81 @@ def _header_value(value: Any) -> str:
     return str(value)
 
 
+# --------------------------------------------------------------------------- API Gateway's own replies
+
+# response type -> (default status, API Gateway's message, x-amzn-ErrorType)
+GATEWAY_ERRORS: dict[str, tuple[int, str, str]] = {
+    "MISSING_AUTHENTICATION_TOKEN": (
+        403,
+        "Missing Authentication Token",
+        "MissingAuthenticationTokenException",
+    ),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long", "RequestTooLongException"),
+    "INTEGRATION_FAILURE_LAMBDA": (502, "Internal server error", "InternalServerErrorException"),
+}
+_CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z.]+)")
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    """One entry of an Api resource's GatewayResponses (values resolved)."""
+
+    status: int | None
+    headers: dict[str, str]
+    template: str | None  # the application/json response template
+
+
+def parse_gateway_responses(value: Any) -> dict[str, GatewayResponse]:
+    """`GatewayResponses` of an AWS::Serverless::Api as the runtime uses them. Header values must be
+    static ('quoted'), as they are in this project; anything else is an error at start."""
+    out: dict[str, GatewayResponse] = {}
+    for response_type, entry in (value or {}).items():
+        headers: dict[str, str] = {}
+        for name, raw in ((entry.get("ResponseParameters") or {}).get("Headers") or {}).items():
+            text = str(raw)
+            if not (len(text) >= 2 and text[0] == text[-1] == "'"):
+                raise ValueError(f"GatewayResponses.{response_type}: header {name} must be a 'static' value")
+            headers[str(name)] = text[1:-1]
+        status = entry.get("StatusCode")
+        templates = entry.get("ResponseTemplates") or {}
+        out[str(response_type)] = GatewayResponse(
+            int(status) if status is not None else None, headers, templates.get("application/json")
+        )
+    return out
+
+
+def render_gateway_response(
+    responses: dict[str, GatewayResponse], response_type: str, context: dict[str, str]
+) -> HttpReply:
+    """API Gateway's reply of `response_type` (a key of GATEWAY_ERRORS), shaped by `responses`."""
+    default_status, message, error_type = GATEWAY_ERRORS[response_type]
+    entry = responses.get(response_type) or responses.get(f"DEFAULT_{str(default_status)[0]}XX")
+    values = {
+        "error.message": message,
+        "error.messageString": json.dumps(message),
+        "error.responseType": response_type.removesuffix("_LAMBDA"),
+        **context,
+    }
+    headers = [("x-amzn-ErrorType", error_type)]
+    if entry is None:
+        return json_reply(default_status, {"message": message}, headers)
+    body = json.dumps({"message": message})
+    if entry.template is not None:
+        body = _CONTEXT_VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), entry.template)
+    return HttpReply(
+        entry.status or default_status,
+        [("Content-Type", "application/json"), *headers, *entry.headers.items()],
+        body.encode(),
+    )
+
+
 # --------------------------------------------------------------------------- the server
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True  # idle keep-alive connections must not hold up a stop
+
 
 Invoke = Callable[[str, dict[str, Any]], InvokeResult]
 Control = Callable[[str, str, bytes], HttpReply]
@@ -209,13 +293,14 @@ class HttpGateway:
         port: int = 3000,
         control: Control | None = None,
         observers: list[Observer] | None = None,
+        gateway_responses: dict[str, GatewayResponse] | None = None,
     ) -> None:
         self.router = Router(routes)
         self.invoke = invoke
         self.control = control
         self.observers = observers if observers is not None else []
-        self.server = ThreadingHTTPServer((LOOPBACK, port), _handler_class(self))
-        self.server.daemon_threads = True  # idle keep-alive connections must not hold up a stop
+        self.gateway_responses = gateway_responses or {}
+        self.server = _Server((LOOPBACK, port), _handler_class(self))
         self._thread: threading.Thread | None = None
         self._active = 0  # requests being answered
         self._idle = threading.Condition()
@@ -244,6 +329,11 @@ class HttpGateway:
             self._idle.wait_for(lambda: self._active == 0, timeout)
         self.server.server_close()
 
+    def gateway_reply(self, response_type: str, context: dict[str, str]) -> HttpReply:
+        reply = render_gateway_response(self.gateway_responses, response_type, context)
+        reply.headers.append(("x-amzn-RequestId", context["requestId"]))
+        return reply
+
     def serve(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, client_ip: str
     ) -> HttpReply:
@@ -264,18 +354,18 @@ class HttpGateway:
         if raw_path.startswith("/_local/") and self.control is not None:
             return self.control(method, raw_path, body)
         api_request_id = str(uuid.uuid4())
+        context = {"requestId": api_request_id, "httpMethod": method, "path": raw_path}
         match = self.router.resolve(method, raw_path)
         if match is None:
-            log.info("[gateway] %s %s -> 403 Missing Authentication Token (no such route)", method, raw_path)
-            return json_reply(
-                403,
-                MISSING_TOKEN,
-                [
-                    ("x-amzn-RequestId", api_request_id),
-                    ("x-amzn-ErrorType", "MissingAuthenticationTokenException"),
-                ],
-            )
+            reply = self.gateway_reply("MISSING_AUTHENTICATION_TOKEN", context)
+            log.info("[gateway] %s %s -> %d (no such route)", method, raw_path, reply.status)
+            return reply
         route = match.route
+        context["resourcePath"] = route.path
+        if len(body) > MAX_PAYLOAD_BYTES:
+            reply = self.gateway_reply("REQUEST_TOO_LARGE", context)
+            log.info("[gateway] %s %s -> %d (body over 10 MB)", method, raw_path, reply.status)
+            return reply
         present = {name.lower() for name, _ in headers}
         extra = [
             (name, value)
@@ -298,13 +388,16 @@ class HttpGateway:
             source_ip=client_ip,
         )
         event["requestContext"]["requestId"] = api_request_id
+        # served at the root, as API Gateway is behind a custom domain: the stage is not in the path
+        event["requestContext"]["path"] = raw_path
         outcome = self.invoke(route.function, event)
-        reply = proxy_reply(outcome.result) if outcome.ok else None
-        if reply is None:
+        proxied = proxy_reply(outcome.result) if outcome.ok else None
+        if proxied is None:
             why = "the handler failed" if not outcome.ok else "malformed Lambda proxy response"
             log.info("[%s] %s %s -> 502 (%s) %s", route.function, method, raw_path, why, outcome.describe())
-            reply = json_reply(502, INTERNAL_ERROR, [("x-amzn-ErrorType", "InternalServerErrorException")])
+            reply = render_gateway_response(self.gateway_responses, "INTEGRATION_FAILURE_LAMBDA", context)
         else:
+            reply = proxied
             log.info(
                 "[%s] %s %s -> %d %s", route.function, method, raw_path, reply.status, outcome.describe()
             )
@@ -318,6 +411,9 @@ def _handler_class(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "notify-local"
+        # headers and body go out in two writes; with Nagle's algorithm on, a keep-alive client's
+        # delayed ACK held every second write back ~40 ms
+        disable_nagle_algorithm = True
 
         def _read_body(self) -> bytes:
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -352,6 +448,13 @@ def _handler_class(gateway: HttpGateway) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # one line per request is logged by the gateway itself
+
+        def __getattr__(self, name: str) -> Any:
+            # any other method (TRACE, CONNECT, made-up ones) is answered as API Gateway answers
+            # a method no resource has, not with http.server's 501 page
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
     for method in METHODS:
         setattr(RequestHandler, f"do_{method}", RequestHandler._serve)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .http_gateway import HttpGateway, HttpReply, Route, json_reply
+from .http_gateway import GatewayResponse, HttpGateway, HttpReply, Route, json_reply, parse_gateway_responses
 from .invoker import FunctionSpec, Invocation, Invoker, InvokeResult, Observer
 from .pollers import SqsPoller, SqsSource
 from .schedules import ScheduleError, Scheduler, ScheduleSpec, schedule_spec
@@ -48,6 +48,9 @@ class Discovery:
     sources: list[SqsSource] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # the API's GatewayResponses (the first AWS::Serverless::Api declaring any): the runtime serves
+    # every route on one port, so API Gateway's own replies follow one API's declaration
+    gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
 
 
 def _resolved(stack: Stack, value: Any, default: Any = None) -> Any:
@@ -79,6 +82,13 @@ def discover(stack: Stack, template_dir: Path | None = None) -> Discovery:
     """Functions and their event sources. SQS events need the stack's queues created first."""
     base = (template_dir or TEMPLATE.parent).resolve()
     found = Discovery()
+    for api_id, api in stack.resources("AWS::Serverless::Api").items():
+        declared = _resolved(stack, api.get("Properties", {}).get("GatewayResponses"), {})
+        if declared and not found.gateway_responses:
+            try:
+                found.gateway_responses = parse_gateway_responses(declared)
+            except ValueError as exc:
+                raise TemplateError(f"{api_id}: {exc}") from exc
     globals_ = stack.template.get("Globals", {}).get("Function", {})
     by_arn = {q.arn: q for q in stack.queues.values()}
     for logical_id, resource in stack.resources("AWS::Serverless::Function").items():
@@ -205,7 +215,12 @@ class Runtime:
         ]
         self.schedules = [s for s in self.discovery.schedules if s.function in chosen]
         self.gateway = HttpGateway(
-            self.routes, self.invoke, port=port, control=self._control, observers=self.observers
+            self.routes,
+            self.invoke,
+            port=port,
+            control=self._control,
+            observers=self.observers,
+            gateway_responses=self.discovery.gateway_responses,
         )
         self.pollers = [
             SqsPoller(s, sqs, self.invoke, poll_wait=poll_wait, observers=self.observers)

@@ -22,7 +22,7 @@ from .stack import Stack
 def reset_clients() -> None:
     """Forget every per-container client so the next use reads the current environment."""
     clients.reset()
-    auth._cache.clear()
+    auth.clear_cache()
 
 
 @dataclass

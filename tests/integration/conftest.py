@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,12 +103,37 @@ class Reply:
         return body["error"]
 
 
+def documented_statuses(method: str, path: str) -> set[int] | None:
+    """The statuses the served OpenAPI document lists for the operation serving `method path` (None:
+    no operation serves it)."""
+    document = _document()
+    for template, operations in document["paths"].items():
+        pattern = "^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template)) + "$"
+        operation = operations.get(method.lower())
+        if operation is not None and re.match(pattern, path.split("?")[0]):
+            return {int(code) for code in operation["responses"]}
+    return None
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    handler = load_handler("functions/api/", "app.handler")
+    reply = handler(
+        rest_event("GET", "/swagger", query={"format": "json"}), LambdaContext("ApiFunction", 512, 25)
+    )
+    assert reply["statusCode"] == 200
+    return json.loads(reply["body"])
+
+
 class Api:
-    """Calls the API function's handler with the REST proxy events API Gateway would send."""
+    """Calls the API function's handler with the REST proxy events API Gateway would send, from a
+    source address of its own (failed authentications are counted per address), and checks that
+    every reply's status is one the OpenAPI document lists for the operation."""
 
     def __init__(self, key: str | None) -> None:
         self.key = key
         self.handler = load_handler("functions/api/", "app.handler")
+        self.source_ip = f"127.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
 
     def __call__(
         self,
@@ -124,12 +152,23 @@ class Api:
             h["X-Api-Key"] = use_key
         h.update(headers or {})
         text = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        event = rest_event(method, path, headers=h, query=query, body=text)
+        event = rest_event(method, path, headers=h, query=query, body=text, source_ip=self.source_ip)
         result = self.handler(event, LambdaContext("ApiFunction", 512, 25))
         out_headers = {k: v for k, v in (result.get("headers") or {}).items()}
         for k, values in (result.get("multiValueHeaders") or {}).items():
             out_headers[k] = values[-1]
-        return Reply(result["statusCode"], out_headers, result.get("body") or "")
+        reply = Reply(result["statusCode"], out_headers, result.get("body") or "")
+        documented = documented_statuses(method, path)
+        if documented is None:
+            assert reply.status == 404, f"{method} {path} has no operation but answered {reply.status}"
+        else:
+            assert reply.status in documented, (
+                f"{method} {path} answered {reply.status}, which its OpenAPI operation does not list"
+                f" {sorted(documented)}: {reply.raw[:300]}"
+            )
+        if reply.status >= 400:
+            assert set(reply.error) == {"code", "message", "details"}, reply.raw
+        return reply
 
 
 @pytest.fixture

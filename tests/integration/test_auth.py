@@ -82,3 +82,52 @@ def test_cli_creates_lists_and_revokes_keys(
 def test_cli_migrate_is_idempotent(capsys: pytest.CaptureFixture[str], test_env: ServiceEnv) -> None:
     assert cli.main(["migrate"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_failed_authentications_are_throttled_per_source_address(
+    make_api, tenant: Tenant, settings_env, test_env: ServiceEnv
+) -> None:
+    # Given a budget of 3 failed authentications per address
+    settings_env(AUTH_FAILURE_LIMIT="3", AUTH_FAILURE_WINDOW_SECONDS="60")
+    attacker = make_api("nk_random_guess")
+    statuses = [attacker("GET", "/api/v1/notifications").status for _ in range(3)]
+    assert statuses == [401, 401, 401]
+
+    # When the same address tries again, even with a valid key that needs a lookup
+    blocked = attacker("GET", "/api/v1/notifications")
+    with_valid_key = attacker("GET", "/api/v1/notifications", key=tenant.key)
+
+    # Then it is refused before any key lookup, with Retry-After
+    for reply in (blocked, with_valid_key):
+        assert reply.status == 429 and reply.error["code"] == "rate_limited", reply.raw
+        assert int(reply.headers["Retry-After"]) >= 1
+    # and another address is not affected
+    assert make_api(tenant.key)("GET", "/api/v1/notifications").status == 200
+    assert make_api("nk_other_guess")("GET", "/api/v1/notifications").status == 401
+
+
+def test_failed_authentication_throttle_fails_open_without_redis(make_api, settings_env) -> None:
+    settings_env(AUTH_FAILURE_LIMIT="1", REDIS_URL="redis://127.0.0.1:1/0")
+    guesser = make_api("nk_random_guess")
+    assert [guesser("GET", "/api/v1/notifications").status for _ in range(3)] == [401, 401, 401]
+
+
+def test_a_flood_of_unknown_keys_does_not_push_known_keys_out_of_the_cache(
+    make_api, tenant: Tenant, settings_env
+) -> None:
+    from notify_core import auth
+
+    # Given the key cache on, and a known key in it
+    settings_env(API_KEY_CACHE_SECONDS="60", AUTH_FAILURE_LIMIT="100000")
+    assert make_api(tenant.key)("GET", "/api/v1/notifications").status == 200
+    known = auth.hash_key(tenant.key)
+    assert known in auth._cache
+
+    # When more unknown keys than the cache of misses holds are tried
+    for i in range(auth._misses.capacity + 50):
+        with pytest.raises(auth.Unauthorized):
+            auth.authenticate(f"nk_flood_{i}")
+
+    # Then the misses cycled in their own bounded cache and the known key is still cached
+    assert len(auth._misses) == auth._misses.capacity
+    assert known in auth._cache

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -305,16 +306,50 @@ def test_real_api_function_over_http(api_runtime: Runtime, tenant: Tenant) -> No
     read = http(base, "GET", f"/api/v1/users/{created.body['id']}", headers=key)
     assert read.status == 200 and read.body["id"] == created.body["id"]
 
-    # And what API Gateway answers itself: unknown path, known path with a wrong method
+    # And what API Gateway answers itself (template.yaml's GatewayResponses): unknown path, known
+    # path with a wrong method: the contract's 404 envelope, not {"message": "Missing Authentication Token"}
     for method, path in (("GET", "/no/such/route"), ("DELETE", "/health"), ("PUT", "/api/v1/users")):
         missing = http(base, method, path)
-        assert missing.status == 403 and missing.body == {"message": "Missing Authentication Token"}, (
-            method,
-            path,
-        )
+        assert missing.status == 404, (method, path, missing.body)
+        assert missing.body == {
+            "error": {"code": "not_found", "message": "no route for this method and path", "details": []}
+        }
         assert missing.headers.get("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
+        assert missing.headers.get("X-Content-Type-Options") == "nosniff"
     # without a key, the function's own 401
     assert http(base, "GET", "/api/v1/notifications").status == 401
+    # a body over API Gateway's 10 MB limit never reaches the function
+    too_large = http(base, "POST", "/api/v1/users", {"username": "x" * (10 * 1024 * 1024)}, key)
+    assert too_large.status == 413 and too_large.body["error"]["code"] == "payload_too_large"
+
+
+def test_a_burst_of_200_connections_is_queued_not_reset(test_env: Sandbox) -> None:
+    # Given the runtime's server, listening but not yet accepting, and 200 clients connecting at once
+    runtime = Runtime(test_env.stack, test_env.sqs, port=0, kinds=("api",), functions={"ApiFunction"})
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.settimeout(10)
+            clients.append(client)
+            # completes in the kernel's accept queue, whose length is the listen backlog
+            client.connect(("127.0.0.1", runtime.gateway.port))
+        runtime.start()
+        # When each sends a request
+        for client in clients:
+            client.sendall(b"GET /no/such/route HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n")
+        # Then every one of them gets API Gateway's reply; none is reset or left unanswered
+        statuses = []
+        for client in clients:
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+            statuses.append(reply.split(b"\r\n", 1)[0])
+        assert statuses == [b"HTTP/1.1 404 Not Found"] * 200
+    finally:
+        for client in clients:
+            client.close()
+        runtime.stop()
 
 
 # --------------------------------------------------------------------------- the command

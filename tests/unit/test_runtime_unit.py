@@ -13,7 +13,18 @@ from typing import Any
 import pytest
 
 from notify_local.cli import merge_environments
-from notify_local.http_gateway import Route, Router, match_path, parse_path_template, proxy_reply
+from notify_local.http_gateway import (
+    GATEWAY_ERRORS,
+    LISTEN_BACKLOG,
+    HttpGateway,
+    Route,
+    Router,
+    match_path,
+    parse_gateway_responses,
+    parse_path_template,
+    proxy_reply,
+    render_gateway_response,
+)
 from notify_local.invoker import FunctionSpec, FunctionTimeout, Invoker, InvokeResult
 from notify_local.overrides import OverridesError, classify, parse_pairs
 from notify_local.pollers import SqsPoller, SqsSource, build_event, decide
@@ -600,6 +611,85 @@ def test_gateway_builds_rest_events_and_api_gateway_errors() -> None:
         assert gateway.handle("GET", "/_local/status", [], b"", "127.0.0.1").status == 200
     finally:
         runtime.gateway.server.server_close()
+
+
+def real_stack() -> Stack:
+    """template.yaml with stand-in queues (discovery needs them; nothing is created)."""
+    stack = Stack.load("unit")
+    for logical_id in stack.resources("AWS::SQS::Queue"):
+        name = f"unit-{logical_id}"
+        stack.queues[logical_id] = Queue(
+            logical_id, name, f"http://sqs/{name}", f"arn:aws:sqs:us-east-1:000000000000:{name}"
+        )
+        stack.physical[logical_id] = f"http://sqs/{name}"
+    return stack
+
+
+@pytest.mark.parametrize("response_type", sorted(GATEWAY_ERRORS))
+def test_api_gateways_own_replies_follow_the_templates_gateway_responses(response_type: str) -> None:
+    from notify_core.http import SECURITY_HEADERS
+    from notify_core.models import ErrorEnvelope
+
+    # Given the GatewayResponses template.yaml declares (what API Gateway will answer in AWS)
+    responses = discover(real_stack()).gateway_responses
+    assert {
+        "MISSING_AUTHENTICATION_TOKEN",
+        "THROTTLED",
+        "REQUEST_TOO_LARGE",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    } <= set(responses)
+    # When the local runtime gives that reply
+    reply = render_gateway_response(responses, response_type, {"requestId": "r-1", "httpMethod": "GET"})
+
+    # Then its body is the contract's error envelope and it carries the API's headers
+    envelope = ErrorEnvelope.model_validate_json(reply.body)
+    expected = {
+        "MISSING_AUTHENTICATION_TOKEN": (404, "not_found"),
+        "REQUEST_TOO_LARGE": (413, "payload_too_large"),
+        "INTEGRATION_FAILURE_LAMBDA": (502, "internal_error"),
+    }[response_type]
+    assert (reply.status, envelope.error.code) == expected
+    assert set(SECURITY_HEADERS.items()) <= set(reply.headers)
+    assert ("Content-Type", "application/json") in reply.headers
+
+
+def test_gateway_response_templates_fill_context_variables_and_need_static_headers() -> None:
+    responses = parse_gateway_responses(
+        {
+            "DEFAULT_4XX": {
+                "StatusCode": "418",
+                "ResponseParameters": {"Headers": {"X-A": "'b'"}},
+                "ResponseTemplates": {
+                    "application/json": '{"m": $context.error.messageString, "id": "$context.requestId",'
+                    ' "t": "$context.error.responseType", "u": "$context.unknown"}'
+                },
+            }
+        }
+    )
+    reply = render_gateway_response(responses, "REQUEST_TOO_LARGE", {"requestId": "r-9"})
+    assert reply.status == 418 and ("X-A", "b") in reply.headers
+    assert json.loads(reply.body) == {
+        "m": "Request Too Long",
+        "id": "r-9",
+        "t": "REQUEST_TOO_LARGE",
+        "u": "$context.unknown",
+    }
+    # no entry for the type nor its DEFAULT_nXX: API Gateway's own body
+    plain = render_gateway_response(responses, "INTEGRATION_FAILURE_LAMBDA", {"requestId": "r"})
+    assert plain.status == 502 and json.loads(plain.body) == {"message": "Internal server error"}
+    with pytest.raises(ValueError, match="static"):
+        parse_gateway_responses(
+            {"DEFAULT_5XX": {"ResponseParameters": {"Headers": {"X": "method.request.x"}}}}
+        )
+
+
+def test_gateway_queues_bursts_instead_of_refusing_them() -> None:
+    gateway = HttpGateway([], invoke=lambda name, event: InvokeResult(name, "r"), port=0)
+    try:
+        assert gateway.server.request_queue_size == LISTEN_BACKLOG >= 1024
+    finally:
+        gateway.server.server_close()
 
 
 # --------------------------------------------------------------------------- configuration

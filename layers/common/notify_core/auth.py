@@ -7,6 +7,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -64,7 +66,7 @@ class IssuedKey:
 
 def hash_key(key: str) -> bytes:
     # API keys carry 190 bits of randomness, so a fast hash is safe (no password stretching needed).
-    return hashlib.sha256(key.encode()).digest()
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 def create_tenant(name: str) -> UUID:
@@ -109,14 +111,54 @@ def revoke_api_key(prefix: str) -> bool:
             "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL RETURNING id",
             (prefix,),
         ).fetchone()
-    _cache.clear()
+    clear_cache()
     return row is not None
 
 
+class _Lru:
+    """A bounded mapping that forgets its least recently used entry when full (thread-safe)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> tuple[float, Principal | None] | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                self._data.move_to_end(key)
+            return entry
+
+    def put(self, key: bytes, entry: tuple[float, Principal | None]) -> None:
+        with self._lock:
+            self._data[key] = entry
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._data
+
+
 # A short in-process cache spares the database one round trip per request; a revoked key stops
-# working in this container within API_KEY_CACHE_SECONDS (0 disables the cache).
-_cache: dict[bytes, tuple[float, Principal | None]] = {}
-_cache_lock = threading.Lock()
+# working in this container within API_KEY_CACHE_SECONDS (0 disables the cache). Known keys and
+# unknown ones are kept apart, each bounded and least-recently-used first out, so that a flood of
+# random keys only cycles the small cache of misses and never pushes out the keys in use.
+_cache = _Lru(10_000)
+_misses = _Lru(1_000)
+
+
+def clear_cache() -> None:
+    _cache.clear()
+    _misses.clear()
 
 
 def key_from_headers(headers: dict[str, str]) -> str | None:
@@ -127,22 +169,25 @@ def key_from_headers(headers: dict[str, str]) -> str | None:
     return lowered.get("x-api-key", "").strip() or None
 
 
-def authenticate(key: str | None) -> Principal:
+def authenticate(key: str | None, before_lookup: Callable[[], None] | None = None) -> Principal:
+    """The principal of `key`, from this container's cache or the database. `before_lookup` runs
+    before a database lookup and may refuse it by raising (the per-source failure throttle)."""
     if not key:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-Api-Key'")
+    if len(key) > 256:  # keys are 46 characters; nothing this long is worth a hash and a query
+        raise Unauthorized("the API key is unknown or revoked")
     digest = hash_key(key)
     ttl = get_settings().api_key_cache_seconds
     now = time.monotonic()
-    cached = _cache.get(digest) if ttl > 0 else None
+    cached = (_cache.get(digest) or _misses.get(digest)) if ttl > 0 else None
     if cached is not None and cached[0] > now:
         principal = cached[1]
     else:
+        if before_lookup is not None:
+            before_lookup()
         principal = _load_principal(digest)
         if ttl > 0:
-            with _cache_lock:
-                if len(_cache) > 10_000:
-                    _cache.clear()
-                _cache[digest] = (now + ttl, principal)
+            (_cache if principal is not None else _misses).put(digest, (now + ttl, principal))
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     return principal

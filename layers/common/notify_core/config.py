@@ -28,6 +28,9 @@ class Settings(BaseModel):
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    # per source address: after this many failed authentications in the window, 429 before any lookup
+    auth_failure_limit: int = Field(default=30, ge=1)
+    auth_failure_window_seconds: int = Field(default=60, ge=1)
     idempotency_window_hours: int = Field(default=24, ge=1)
     db_pool_max_size: int = Field(default=4, ge=1)
     # Fail fast: all well below the shortest function timeout (the API's 25 s).

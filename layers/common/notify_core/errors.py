@@ -7,19 +7,25 @@ from typing import Any
 
 class DomainError(Exception):
     status = 400
-    code = "bad_request"
+    code = "validation_error"
 
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers or {}  # HTTP headers the reply must carry (Retry-After, ...)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
     def reply_headers(self) -> dict[str, str]:
-        """Headers the reply must carry (Retry-After, RateLimit-*); none by default."""
-        return {}
+        """Headers the reply must carry (Retry-After, RateLimit-*): those given, and a subclass's own."""
+        return dict(self.headers)
 
 
 class MalformedRequest(DomainError):
@@ -76,8 +82,15 @@ class ServiceUnavailable(DomainError):
         self.retry_after = retry_after
 
     def reply_headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+        own = {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+        return {**self.headers, **own}
 
 
 class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL could not be reached (or answered too slowly) within the configured bounds."""
+
+
+class InternalError(DomainError):
+    """The reply to an unexpected exception (never its message: that stays out of replies and logs)."""
+
+    status, code = 500, "internal_error"

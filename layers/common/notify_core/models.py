@@ -1,27 +1,45 @@
-"""Request and response models. Validation rules of the HTTP contract live here, nowhere else."""
+"""Request and response models. Validation rules of the HTTP contract live here, nowhere else.
+
+Field types come from `fields` (bounded, storable strings; strict numbers; ASCII phone numbers;
+instants in range). What a provider would refuse as malformed is refused here, at the API, as a 422:
+a push with both `token` and `topic`, FCM data keys FCM reserves or a push over FCM's 4 KB, an email
+subject with a line break, an SMS body over Twilio's 1,600 characters.
+"""
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     AliasChoices,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
+    model_validator,
 )
 
+from . import jsontext
 from .errors import ValidationFailed
+from .fields import (
+    Email,
+    IdempotencyKey,
+    Instant,
+    Locale,
+    Phone,
+    PushToken,
+    Short,
+    Slug,
+    Storable,
+    StrictInt,
+    Timezone,
+    Topic,
+)
 
 Channel = Literal["email", "sms", "push"]
 ProviderName = Literal["sendgrid", "twilio", "fcm", "console"]
@@ -38,72 +56,6 @@ Status = Literal[
     "suppressed",
 ]
 
-DEFAULT_PROVIDER: dict[str, ProviderName] = {"email": "sendgrid", "sms": "twilio", "push": "fcm"}
-PROVIDER_CHANNELS: dict[str, frozenset[str]] = {
-    "sendgrid": frozenset({"email"}),
-    "twilio": frozenset({"sms"}),
-    "fcm": frozenset({"push"}),
-    "console": frozenset({"email", "sms", "push"}),
-}
-
-E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
-
-
-def _e164(value: str) -> str:
-    if not E164_RE.fullmatch(value):
-        raise ValueError("must be an E.164 phone number such as +14155550100")
-    return value
-
-
-# WHATWG's definition of a valid e-mail address (what browsers accept), plus a dotted domain with an
-# alphabetic TLD. Plain addresses matching it skip email-validator, which costs ~80 µs per address;
-# anything else (IDN, quoted local parts, errors) goes through email-validator for its precise message.
-_PLAIN_EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?=.{1,253}$)"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-
-
-def _email(value: str) -> str:
-    value = value.strip()
-    if (
-        _PLAIN_EMAIL_RE.fullmatch(value)
-        and ".." not in value
-        and not value.startswith(".")
-        and ".@" not in value
-    ):
-        return value
-    from email_validator import EmailNotValidError, validate_email  # ~25 ms import: only when needed
-
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"value is not a valid email address: {exc}") from exc
-
-
-def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError("must be an IANA time zone such as Europe/Paris") from exc
-    return value
-
-
-def _locale(value: str) -> str:
-    if not LOCALE_RE.fullmatch(value):
-        raise ValueError("must be a locale tag such as en or pt-BR")
-    return value
-
-
-Email = Annotated[str, AfterValidator(_email)]
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_e164)]
-Timezone = Annotated[str, AfterValidator(_timezone)]
-Locale = Annotated[str, AfterValidator(_locale)]
-PushToken = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -113,6 +65,22 @@ class Strict(BaseModel):
 
 
 class UserCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "phone": "+14155550100",
+                    "push_tokens": ["fcm-registration-token"],
+                    "username": "ada",
+                    "external_id": "crm-1",
+                    "locale": "en-GB",
+                    "timezone": "Europe/London",
+                }
+            ]
+        }
+    )
+
     email: Email | None = None
     phone: Phone | None = None
     push_tokens: list[PushToken] = Field(default_factory=list, max_length=20)
@@ -124,6 +92,8 @@ class UserCreate(Strict):
 
 class UserPatch(Strict):
     """Only the fields present are changed; an explicit null clears a field."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"phone": None, "locale": "fr"}]})
 
     email: Email | None = None
     phone: Phone | None = None
@@ -147,14 +117,14 @@ class User(BaseModel):
     updated_at: datetime
 
 
-# ---------------------------------------------------------------- notifications
+# ---------------------------------------------------------------- channel payloads
 
 
 def _json_object(value: Any) -> Any:
     """The original design sent the payload as a string holding a JSON object: accept both."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
         except ValueError as exc:
             raise ValueError("must be an object or a string holding a JSON object") from exc
         if not isinstance(value, dict):
@@ -162,51 +132,120 @@ def _json_object(value: Any) -> Any:
     return value
 
 
-class NotificationCreate(Strict):
-    user_id: UUID | None = None
-    channel: Channel = Field(validation_alias=AliasChoices("channel", "message_type"))
-    provider: ProviderName | None = None
-    payload: Annotated[dict[str, Any], BeforeValidator(_json_object)]
-    idempotency_key: Short | None = None
-    send_at: AwareDatetime | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=50)
-    category: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")] | None = None
-
-
-MAX_BATCH = 100
-
-
-class BatchCreate(BaseModel):
-    notifications: list[Any] = Field(
-        min_length=1, max_length=MAX_BATCH, description="Each item as in POST /api/v1/notifications"
-    )
+# A header line may not break (SendGrid and every MTA treat CR/LF in a subject as header injection).
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=998, pattern=r"^[^\r\n]*$"), Storable]
 
 
 class EmailPayload(Strict):
     to: Email | None = None
     from_: Email | None = Field(default=None, alias="from")
-    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
-    body: Annotated[str, StringConstraints(min_length=1, max_length=1_000_000)]
-    html: str | None = None
+    subject: Subject
+    body: Annotated[str, StringConstraints(min_length=1, max_length=1_000_000), Storable]
+    html: Annotated[str, StringConstraints(max_length=1_000_000), Storable] | None = None
     reply_to: Email | None = None
+
+
+SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 
 
 class SmsPayload(Strict):
     to: Phone | None = None
     from_: Phone | None = Field(default=None, alias="from")
-    body: Annotated[str, StringConstraints(min_length=1, max_length=1600)]
+    body: Annotated[str, StringConstraints(min_length=1, max_length=SMS_MAX_CHARS), Storable]
+
+
+FCM_MAX_BYTES = 4096  # FCM refuses a message whose notification and data exceed 4 KB
+FCM_RESERVED_KEYS = frozenset({"from", "notification", "message_type"})
+FCM_RESERVED_PREFIXES = ("google", "gcm")
+
+DataKey = Annotated[str, StringConstraints(min_length=1, max_length=256), Storable]
+DataValue = Annotated[str, StringConstraints(max_length=FCM_MAX_BYTES), Storable]
 
 
 class PushPayload(Strict):
     token: PushToken | None = None
-    topic: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9\-_.~%]{1,900}$")] | None = None
-    title: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    body: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-    data: dict[str, str] | None = None
+    topic: Topic | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=1000), Storable]
+    body: Annotated[str, StringConstraints(min_length=1, max_length=4000), Storable]
+    data: dict[DataKey, DataValue] | None = Field(
+        default=None, max_length=100, description="string → string, as FCM requires"
+    )
+
+    @model_validator(mode="after")
+    def _fcm_rules(self) -> Self:
+        if self.token and self.topic:
+            raise ValueError("give either token or topic, not both")
+        reserved = sorted(
+            key
+            for key in self.data or {}
+            if key in FCM_RESERVED_KEYS or key.lower().startswith(FCM_RESERVED_PREFIXES)
+        )
+        if reserved:
+            raise ValueError(
+                f"data keys {reserved} are reserved by FCM (from, notification, message_type, google*, gcm*)"
+            )
+        size = len(self.title.encode()) + len(self.body.encode())
+        size += sum(len(k.encode()) + len(v.encode()) for k, v in (self.data or {}).items())
+        if size > FCM_MAX_BYTES:
+            raise ValueError(f"title, body and data take {size} bytes; FCM allows {FCM_MAX_BYTES}")
+        return self
 
 
-PAYLOAD_MODELS: dict[str, type[Strict]] = {"email": EmailPayload, "sms": SmsPayload, "push": PushPayload}
-RECIPIENT_FIELD = {"email": "to", "sms": "to", "push": "token"}
+# Which channel takes which payload model, its recipient field, its default provider: channels.py.
+
+# ---------------------------------------------------------------- notifications
+
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "description": (
+        "What the channel sends. email: to, subject, body (from, html, reply_to optional); sms: to (E.164),"
+        " body (at most 1600 characters); push: token or topic (not both), title, body, data (string to"
+        " string). A missing to/token is taken from the user. The original design's form, a string holding"
+        " the JSON object, is accepted too."
+    ),
+    "anyOf": [{"type": "object"}, {"type": "string", "contentMediaType": "application/json"}],
+    "examples": [{"to": "a@example.com", "subject": "Hi", "body": "Hello"}],
+}
+
+
+class NotificationCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel": "email",
+                    "provider": "sendgrid",
+                    "payload": {
+                        "to": "a@example.com",
+                        "from": "b@example.com",
+                        "subject": "Hi",
+                        "body": "Hello",
+                    },
+                    "idempotency_key": "order-1234-shipped",
+                    "send_at": "2026-12-01T09:00:00Z",
+                    "max_attempts": 5,
+                    "category": "transactional",
+                }
+            ]
+        }
+    )
+
+    user_id: UUID | None = None
+    channel: Channel = Field(validation_alias=AliasChoices("channel", "message_type"))
+    provider: ProviderName | None = None
+    payload: Annotated[dict[str, Any], BeforeValidator(_json_object), WithJsonSchema(PAYLOAD_SCHEMA)]
+    idempotency_key: IdempotencyKey | None = None
+    send_at: Instant | None = None
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] | None = None
+    category: Slug | None = None
+
+
+MAX_BATCH = 100
+
+
+class BatchCreate(Strict):
+    notifications: list[Any] = Field(
+        min_length=1, max_length=MAX_BATCH, description="Each item as in POST /api/v1/notifications"
+    )
 
 
 class Notification(BaseModel):
@@ -247,6 +286,102 @@ class Page[T](BaseModel):
     next_cursor: str | None
 
 
+# ---------------------------------------------------------------- errors (the contract's one body)
+
+ErrorCode = Literal[
+    "validation_error",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "idempotency_mismatch",
+    "payload_too_large",
+    "rate_limited",
+    "unsupported_media_type",
+    "method_not_allowed",
+    "service_unavailable",
+    "internal_error",
+]
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(
+        description="Where: a body path (payload.to, notifications[2].channel), a query or header name"
+    )
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorEnvelope(BaseModel):
+    """Every 4xx and 5xx reply of the API, and of API Gateway in front of it."""
+
+    error: ErrorBody
+
+
+# ---------------------------------------------------------------- batch replies
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: UUID | None = None
+    status: Status | None = None
+    idempotent_replay: bool | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItem]
+    accepted: int
+    rejected: int
+
+
+class BatchRejected(ErrorEnvelope):
+    """422 from a batch: the envelope. When the batch was read and every item rejected, one detail per
+    field of every item (its path prefixed with notifications[i]), and the per-item results alongside."""
+
+    results: list[BatchItem] | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+
+
+# ---------------------------------------------------------------- other replies
+
+
+class AttemptList(BaseModel):
+    data: list[Attempt]
+
+
+class DeadLetterStats(BaseModel):
+    total: int
+    by_reason: dict[str, int]
+    by_channel: dict[str, int]
+    by_provider: dict[str, int]
+    oldest_age_seconds: int | None
+
+
+class Replayed(BaseModel):
+    id: UUID
+    notification_id: UUID
+    status: Status
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    stage: str
+    checks: dict[str, str] | None = None
+
+
+class HealthUnavailable(ErrorEnvelope):
+    """503 from /health?deep=1: the envelope, one detail per failing dependency, and every check."""
+
+    checks: dict[str, str]
+
+
 # ---------------------------------------------------------------- validation errors
 
 
@@ -260,18 +395,21 @@ def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
     return out
 
 
+def detail(err: Any, prefix: str = "", loc: tuple[int | str, ...] | None = None) -> dict[str, str]:
+    """One pydantic error as the contract's `{"field", "message"}`. `loc` overrides the error's own
+    (the API strips its "body"/"query" part). A bad dict key is reported on the dict, not by the key."""
+    where = tuple(err["loc"]) if loc is None else loc
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    else:
+        message = str(err.get("msg") or "invalid").removeprefix("Value error, ")
+    if where and where[-1] == "[key]":
+        where, message = where[:-2], f"a key {message}"
+    return {"field": field_path(where, prefix) or prefix or "body", "message": message}
+
+
 def details_from(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    details = []
-    for err in exc.errors(include_url=False):
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        details.append(
-            {"field": field_path(tuple(err["loc"]), prefix) or prefix or "body", "message": message}
-        )
-    return details
+    return [detail(err, prefix) for err in exc.errors(include_url=False, include_input=False)]
 
 
 def parse[M: BaseModel](model: type[M], data: Any, prefix: str = "") -> M:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from .db import transaction
 from .errors import ValidationFailed
+from .fields import EARLIEST, LATEST
 
 
 def encode(created_at: datetime, row_id: UUID) -> str:
@@ -18,14 +19,21 @@ def encode(created_at: datetime, row_id: UUID) -> str:
 
 
 def decode(cursor: str) -> tuple[datetime, UUID]:
+    """The position a cursor holds, each part checked for its type: a forged cursor (any JSON at all
+    in base64) is a 422, never an error further down."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, row_id = json.loads(raw)
+        parts = json.loads(raw)
+        if not (isinstance(parts, list) and len(parts) == 2):
+            raise ValueError("not a pair")
+        created, row_id = parts
+        if not (isinstance(created, str) and isinstance(row_id, str) and len(created) <= 40):
+            raise ValueError("not two strings")
         when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive timestamp")
+        if when.tzinfo is None or not EARLIEST <= when.astimezone(UTC) < LATEST:
+            raise ValueError("naive or out of range")
         return when, UUID(row_id)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ValidationFailed.field("cursor", "is not a cursor this API returned") from exc
 
 

@@ -23,6 +23,7 @@ local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local dry_run = ARGV[4] == '1'
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local interval = period / limit
@@ -35,7 +36,9 @@ if allow_at > now then
   if remaining < 0 then remaining = 0 end
   return {0, remaining, math.ceil(allow_at - now), math.ceil(tat - now)}
 end
-redis.call('SET', key, new_tat, 'PX', math.ceil(new_tat - now))
+if not dry_run then
+  redis.call('SET', key, new_tat, 'PX', math.ceil(new_tat - now))
+end
 local remaining = math.floor((period - (new_tat - now)) / interval)
 return {1, remaining, 0, math.ceil(new_tat - now)}
 """
@@ -86,13 +89,14 @@ def get_redis() -> redis.Redis:
     return _client_and_script()[0]
 
 
-def check(name: str, limit: int, period_s: int, cost: int = 1) -> Decision:
-    """Take `cost` tokens from limit `name` (limit requests per period_s seconds)."""
+def check(name: str, limit: int, period_s: int, cost: int = 1, *, dry_run: bool = False) -> Decision:
+    """Take `cost` tokens from limit `name` (limit requests per period_s seconds). With `dry_run`,
+    only say whether they could be taken."""
     client, script = _client_and_script()
     key = f"{get_settings().redis_key_prefix}rl:{name}"
     try:
         allowed, remaining, retry_ms, reset_ms = script(
-            keys=[key], args=[limit, period_s * 1000, cost], client=client
+            keys=[key], args=[limit, period_s * 1000, cost, "1" if dry_run else "0"], client=client
         )
     except redis.RedisError as exc:
         raise RedisUnavailable(str(exc)) from exc
