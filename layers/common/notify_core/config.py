@@ -23,6 +23,9 @@ class Settings(BaseModel):
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
     notifications_queue_url: str = ""
     aws_endpoint_url: str = ""
+    # Where the API is reached from outside (scheme, host, stage path, no trailing slash): provider
+    # status callbacks and one-click unsubscribe links point here.
+    public_base_url: str = "http://127.0.0.1:3000"
     rate_limit_requests: int = Field(default=600, ge=1)
     rate_limit_window_seconds: int = Field(default=60, ge=1)
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
