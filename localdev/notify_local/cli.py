@@ -361,6 +361,7 @@ def _serve(
         # One process stands in for every function's containers (each of which has its own pool in
         # AWS), so the one pool they share here is sized for all of them.
         "DB_POOL_MAX_SIZE": "20",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{args.port}",
     }
     functions = [
         logical_id
