@@ -33,6 +33,9 @@ fuzz: venv ## property-based fuzzing of the HTTP API (~20,000 requests, ~4 min);
 	@$(PY) -c 'import json, sys; r = json.load(open("$(FUZZ_RESULT)")); \
 	  print("RESULT " + json.dumps(r)); sys.exit(1 if r["server_errors"] or r["nonconforming"] else 0)'
 
+mutate: venv ## mutation testing of the decision modules against the unit tier (not part of make test)
+	$(PY) scripts/mutate.py
+
 lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -156,11 +156,13 @@ class FakeLimiter:
         self.refuse: dict[str, int] = {}  # limit name prefix -> retry_after seconds
         self.unavailable = False
         self.taken: list[str] = []
+        self.calls: list[tuple[str, int, int]] = []
 
     def check(self, name: str, limit: int, period_s: int) -> Decision:
         if self.unavailable:
             raise LimiterUnavailable("redis down")
         self.taken.append(name)
+        self.calls.append((name, limit, period_s))
         for prefix, retry in self.refuse.items():
             if name.startswith(prefix):
                 return Decision(False, limit, 0, retry, retry)
@@ -178,6 +180,7 @@ class FakeProvider:
         self.max_send_seconds = max_send_seconds
         self.script: dict[UUID, list[Any]] = {}
         self.sent: list[UUID] = []
+        self.messages: list[Any] = []
         self.hang: set[UUID] = set()
         self.release = threading.Event()
         self.started = threading.Event()
@@ -186,6 +189,7 @@ class FakeProvider:
     def send(self, message: Any) -> Receipt:
         with self.lock:
             self.sent.append(message.notification_id)
+            self.messages.append(message)
             results = self.script.get(message.notification_id) or []
             result = results.pop(0) if results else Receipt(f"m-{message.notification_id}", {"ok": True})
         if message.notification_id in self.hang:

@@ -70,6 +70,7 @@ class Deps:
     settings: Settings
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.perf_counter  # attempt durations
     metric: Callable[[str, int], None] = lambda name, value: None
     warn: Callable[[str, dict[str, Any]], None] = lambda message, extra: None
     steps: tuple[Step, ...] | None = None
@@ -177,6 +178,7 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
         now=deps.now,
         warn=deps.warn,
         metric=deps.metric,
+        clock=deps.clock,
         prefetched=deps.store.prefetch(list(tasks.values())),
     )
     steps = deps.steps

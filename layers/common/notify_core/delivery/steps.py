@@ -73,6 +73,7 @@ class BatchContext:
     warn: Callable[[str, dict[str, Any]], None] = lambda message, extra: None
     metric: Callable[[str, int], None] = lambda name, value: None
     jitter: Callable[[float, float], float] = random.uniform
+    clock: Callable[[], float] = time.perf_counter  # for attempt durations
     prefetched: dict[str, Any] = field(default_factory=dict)  # per-batch data of later steps
 
 
@@ -137,17 +138,17 @@ def send(row: Claim, ctx: BatchContext) -> Outcome:
         return _failed(row, attempt, exc, 0, "permanent_error")
     except TransientProviderError as exc:  # e.g. the provider secret could not be fetched
         return _transient(row, attempt, exc, 0, ctx)
-    started = time.perf_counter()
+    started = ctx.clock()
     try:
         receipt = provider.send(message)
     except TransientProviderError as exc:
-        return _transient(row, attempt, exc, _ms(started), ctx)
+        return _transient(row, attempt, exc, _ms(ctx, started), ctx)
     except PermanentProviderError as exc:
-        return _failed(row, attempt, exc, _ms(started), "permanent_error")
+        return _failed(row, attempt, exc, _ms(ctx, started), "permanent_error")
     return row.outcome(
         "sent",
         attempt=attempt,
-        duration_ms=_ms(started),
+        duration_ms=_ms(ctx, started),
         provider_message_id=receipt.provider_message_id,
         provider_response=receipt.response,
     )
@@ -173,8 +174,8 @@ def run_steps(row: Claim, ctx: BatchContext, steps: tuple[Step, ...] = STEPS) ->
 # ---------------------------------------------------------------- helpers
 
 
-def _ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
+def _ms(ctx: BatchContext, started: float) -> int:
+    return int((ctx.clock() - started) * 1000)
 
 
 def _limit(ctx: BatchContext, name: str, limit: int, period_s: int) -> Decision | None:

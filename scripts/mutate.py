@@ -1,0 +1,207 @@
+"""`make mutate`: mutation testing of the decision modules against the unit tier (no services).
+
+mutmut changes one small thing at a time in the modules listed in DECISION_MODULES (a comparison,
+a constant, a boolean, an argument) and runs the unit tests that cover it; a mutant the tests
+notice is *killed*, one they do not is *survived*. The score is killed / (killed + survived).
+
+mutmut works on a source tree whose packages sit at its top or under `src/`, so the run happens in
+a workspace (`.local/mutation/`): `src/notify_core` is a copy of `layers/common/notify_core`, with
+the tests, functions, events and template beside it. mutmut lives in a venv of its own
+(`.local/mutate-venv`): it needs a newer `click` than the SAM CLI of the project's venv allows.
+
+Prints the surviving mutants by file and line (with the change), a table per module, and one line
+`RESULT {"killed", "survived", "score", ...}`. Equivalent mutants (changes that cannot alter
+behaviour) are listed in EQUIVALENT with the reason, and counted apart, never silently dropped.
+
+    .venv/bin/python scripts/mutate.py [--max-children 2] [--module steps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".local" / "mutation"
+VENV = ROOT / ".local" / "mutate-venv"
+PY = VENV / "bin" / "python"
+
+# The modules whose decisions the unit tier is meant to pin down.
+DECISION_MODULES = [
+    "notify_core/delivery/steps.py",
+    "notify_core/delivery/outcomes.py",
+    "notify_core/states.py",
+    "notify_core/fields.py",
+    "notify_core/jsontext.py",
+    "notify_core/pagination.py",
+    "notify_core/suppressions.py",
+]
+
+# mutant name -> why it cannot change behaviour (kept out of the score, printed with the report)
+EQUIVALENT: dict[str, str] = {}
+
+
+def ensure_venv() -> None:
+    stamp = VENV / ".installed"
+    if stamp.exists() and stamp.stat().st_mtime > (ROOT / "pyproject.toml").stat().st_mtime:
+        return
+    python = getattr(sys, "_base_executable", sys.executable)  # the interpreter this venv was made from
+    subprocess.run([python, "-m", "venv", str(VENV)], check=True)
+    pip = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # the project's own dependencies and test tools, without the project itself (its editable
+    # finder would shadow the mutated copy) and without the SAM CLI
+    subprocess.run(
+        [*pip, "-e", f"{ROOT}[providers]", "pytest", "hypothesis", "moto>=5", "mutmut>=3.8"], check=True
+    )
+    subprocess.run([str(PY), "-m", "pip", "uninstall", "-y", "-q", "notification-platform"], check=True)
+    site = subprocess.run(
+        [str(PY), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # notify_local from the repository; notify_core from the workspace's mutated copy (also for
+    # tests that start a fresh interpreter)
+    Path(site, "notify-mutation.pth").write_text(f"{ROOT / 'localdev'}\n{WORK / 'mutants' / 'src'}\n")
+    stamp.touch()
+
+
+def workspace(modules: list[str]) -> None:
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    (WORK / "src").mkdir(parents=True)
+    shutil.copytree(ROOT / "layers/common/notify_core", WORK / "src/notify_core")
+    for name in ("tests", "functions", "events"):
+        shutil.copytree(ROOT / name, WORK / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "template.yaml", WORK / "template.yaml")
+    (WORK / "layers/common").mkdir(parents=True)  # the template's layer build inputs, for its tests
+    shutil.copy2(ROOT / "layers/common/requirements.txt", WORK / "layers/common/requirements.txt")
+    only = ",\n    ".join(json.dumps(f"src/{m}") for m in modules)
+    (WORK / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = [\n    {only},\n]\n"
+        'also_copy = ["functions", "events", "template.yaml", "layers"]\n'
+        'pytest_add_cli_args_test_selection = ["tests/unit"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+        "[tool.pytest.ini_options]\n"
+        'filterwarnings = ["ignore:No application metrics to publish:UserWarning"]\n'
+    )
+    (WORK / "mutants" / "src").mkdir(parents=True)
+
+
+def run(max_children: int) -> None:
+    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run(
+        [str(VENV / "bin" / "mutmut"), "run", "--max-children", str(max_children)],
+        cwd=WORK,
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+LINE = re.compile(r"^\s*(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
+
+
+def results() -> dict[str, str]:
+    out = subprocess.run(
+        [str(VENV / "bin" / "mutmut"), "results", "--all", "true"],
+        cwd=WORK,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        match = LINE.match(line)
+        if match:
+            found[match["name"]] = match["status"].strip()
+    return found
+
+
+def show(name: str) -> str:
+    return subprocess.run(
+        [str(VENV / "bin" / "mutmut"), "show", name], cwd=WORK, capture_output=True, text=True, check=False
+    ).stdout
+
+
+def where(name: str, diff: str) -> tuple[str, int, str]:
+    """(file, line, change) of a mutant, read from its diff against the original function."""
+    module = name.split(".x")[0].split(".xǁ")[0]
+    path = "layers/common/" + module.replace(".", "/") + ".py"
+    source = (ROOT / path).read_text().splitlines()
+    removed = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    line = 0
+    if removed:
+        target = removed[0].strip()
+        line = next((i + 1 for i, text in enumerate(source) if text.strip() == target), 0)
+    change = f"{removed[0].strip() if removed else ''}  →  {added[0].strip() if added else ''}"
+    return path, line, change
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--module", action="append", help="only modules whose path contains this")
+    args = parser.parse_args()
+    modules = [m for m in DECISION_MODULES if not args.module or any(k in m for k in args.module)]
+    ensure_venv()
+    workspace(modules)
+    run(args.max_children)
+    found = results()
+    per_module: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    survivors = []
+    for name, status in sorted(found.items()):
+        module = name.split(".x")[0].split(".xǁ")[0]
+        if name in EQUIVALENT:
+            per_module[module]["equivalent"] += 1
+            continue
+        key = {"killed": "killed", "survived": "survived", "timeout": "killed"}.get(status, status)
+        per_module[module][key] += 1
+        if key == "survived":
+            survivors.append(name)
+    print("surviving mutants (file:line  original  →  mutated):")
+    for name in survivors:
+        path, line, change = where(name, show(name))
+        print(f"  {path}:{line}  {change}   [{name}]")
+    for name, reason in EQUIVALENT.items():
+        print(f"  equivalent, not counted: {name}: {reason}")
+    print(f"\n{'module':<40} {'killed':>7} {'survived':>9} {'other':>6} {'score':>7}")
+    killed = survived = other = 0
+    for module, counts in sorted(per_module.items()):
+        k, s = counts.get("killed", 0), counts.get("survived", 0)
+        o = sum(v for c, v in counts.items() if c not in ("killed", "survived", "equivalent"))
+        killed, survived, other = killed + k, survived + s, other + o
+        print(f"{module:<40} {k:>7} {s:>9} {o:>6} {k / max(k + s, 1):>7.1%}")
+    score = killed / max(killed + survived, 1)
+    print(f"{'total':<40} {killed:>7} {survived:>9} {other:>6} {score:>7.1%}")
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "killed": killed,
+                "survived": survived,
+                "score": round(score, 4),
+                "not_run": other,
+                "equivalent": len(EQUIVALENT),
+                "modules": {m: dict(c) for m, c in per_module.items()},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
