@@ -59,6 +59,10 @@ def test_email_rules(address: str, ok: bool) -> None:
     [
         ("+14155550100", True),
         ("+447700900123", True),
+        ("+1234567", True),  # 7 digits: the shortest E.164 number
+        ("+123456", False),
+        ("+123456789012345", True),  # 15 digits: the longest
+        ("+1234567890123456", False),
         ("0044770", False),
         ("+0123456789", False),
         ("+1 415 555", False),
