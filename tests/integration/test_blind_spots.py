@@ -182,3 +182,22 @@ def test_a_permanent_failure_records_the_attempt_and_its_dead_letter(api: Api, p
         row["last_error"],
     )
     assert (row["status"], row["attempt_count"], row["provider_message_id"]) == ("failed", 1, None)
+
+
+def test_a_dead_letter_whose_notification_moved_on_is_not_replayed_and_can_be_discarded(
+    api: Api, pipeline: Pipeline
+) -> None:
+    pipeline.stub.configure("twilio", fail_next=1, failure="permanent")
+    nid = create(api, "sms", SMS)
+    pipeline.drain_sender()
+    (letter,) = api("GET", "/api/v1/dlq").json["data"]
+    # the provider later reported it delivered after all
+    pipeline.sql("UPDATE notifications SET status = 'delivered' WHERE id = %s", nid)
+    replay = api("POST", f"/api/v1/dlq/{letter['id']}/replay")
+    assert (replay.status, replay.error["code"]) == (409, "conflict")
+    assert pipeline.row(nid)["status"] == "delivered"
+    # the refused replay changed nothing: the letter is still open, and can be discarded once
+    assert [d["id"] for d in api("GET", "/api/v1/dlq").json["data"]] == [letter["id"]]
+    assert api("DELETE", f"/api/v1/dlq/{letter['id']}").status == 204
+    assert api("GET", "/api/v1/dlq").json["data"] == []
+    assert api("DELETE", f"/api/v1/dlq/{letter['id']}").status == 404

@@ -263,3 +263,42 @@ def test_a_message_that_overtakes_its_row_is_put_back_and_then_sent(pipeline: Pi
     assert [json.loads(m["Body"])["id"] for m in again] == [str(nid)]
     pipeline.invoke("sender", again)
     assert pipeline.row(str(nid))["status"] == "sent"
+
+
+def test_the_sweeper_takes_due_work_in_bounded_batches(
+    api: Api, pipeline: Pipeline, settings_env: Any
+) -> None:
+    # Given five due retries and batches of two
+    ids = [create(api, "email", EMAIL) for _ in range(5)]
+    pipeline.only(ids)
+    drop_messages(pipeline)
+    pipeline.sql(
+        "UPDATE notifications SET status = 'retrying', next_attempt_at = now() WHERE id = ANY(%s::uuid[])",
+        ids,
+    )
+    settings_env(SWEEP_BATCH_SIZE="2")
+    # When one sweep runs, it goes on until a batch comes back short
+    report = sweep()
+    assert (report["enqueued"], report["batches"], report["failed_to_enqueue"]) == ({"retrying": 5}, 3, 0)
+    assert {pipeline.row(i)["status"] for i in ids} == {"queued"}
+
+
+def test_what_sqs_refuses_stays_for_the_next_sweep(api: Api, pipeline: Pipeline, settings_env: Any) -> None:
+    nid = create(api, "email", EMAIL)
+    pipeline.only([nid])
+    drop_messages(pipeline)
+    pipeline.sql("UPDATE notifications SET status = 'retrying', next_attempt_at = now() WHERE id = %s", nid)
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue + "-missing", STALE_QUEUED_SECONDS="600")
+    report = sweep()
+    assert (report["enqueued"], report["failed_to_enqueue"]) == ({}, 1)
+    assert pipeline.row(nid)["status"] == "retrying"
+
+
+def test_without_the_queue_s_attributes_the_stale_threshold_falls_back(
+    pipeline: Pipeline, settings_env: Any
+) -> None:
+    from notify_core import clients
+
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue + "-missing")
+    clients.forget("stale-queued-seconds")
+    assert sweeper.stale_queued_seconds(get_settings()) == sweeper.DEFAULT_STALE_SECONDS == 180 * 5 + 900
