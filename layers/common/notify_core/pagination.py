@@ -37,6 +37,8 @@ def decode(cursor: str) -> tuple[datetime, UUID]:
         raise ValidationFailed.field("cursor", "is not a cursor this API returned") from exc
 
 
+# pragma: no mutate start
+# (SQL: pinned by the integration tier, e.g. tests/integration/test_notifications.py's pagination)
 def fetch_page(
     table: str, columns: str, where: list[str], params: list[Any], limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -60,13 +62,4 @@ def fetch_page(
     return rows, (encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None)
 
 
-def parse_limit(raw: str | None, default: int = 20, maximum: int = 100) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed.field("limit", "must be an integer") from None
-    if not 1 <= value <= maximum:
-        raise ValidationFailed.field("limit", f"must be between 1 and {maximum}")
-    return value
+# pragma: no mutate end

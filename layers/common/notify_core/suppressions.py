@@ -47,6 +47,8 @@ def blocks(reasons: Iterable[str], critical: bool) -> str | None:
     return None
 
 
+# pragma: no mutate start
+# (SQL: pinned by the integration tier, tests/integration/test_suppressions_store.py)
 def add(
     conn: Any,
     tenant_id: UUID,
@@ -83,3 +85,6 @@ def lookup(conn: Any, keys: Iterable[Key]) -> dict[Key, set[str]]:
     for row in rows:
         found.setdefault((row["tenant_id"], row["channel"], row["address"]), set()).add(row["reason"])
     return found
+
+
+# pragma: no mutate end
