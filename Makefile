@@ -7,10 +7,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 ENV    ?= default
+LAYER  := $(CURDIR)/.aws-sam/build/CommonLayer/python
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 
-.PHONY: help venv test lint format build migrate bench services services-down services-status \
+.PHONY: help venv test test-layer lint format build migrate bench services services-down services-status \
         dev deploy clean distclean
 
 help: ## list the targets
@@ -22,6 +23,10 @@ venv: ## create/refresh .venv (and .local/localstack-venv when Python 3.13 exist
 test: venv ## run the whole test suite (starts PostgreSQL/Redis/SQS when needed)
 	$(PY) -m pytest -n 2 -q
 
+test-layer: venv ## the test suite against the built layer (after make build), not the venv's copies
+	@test -d $(LAYER)/notify_core || { echo "no built layer in $(LAYER): run make build" >&2; exit 1; }
+	NOTIFY_LAYER=$(LAYER) PYTHONPATH=$(LAYER) PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n 2 -q
+
 lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,8 +37,9 @@ format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-build: venv ## sam build (no container)
+build: venv ## sam build (no container); prints the layer's size against its budget
 	$(SAM) build
+	@$(PY) layers/common/build_layer.py --report .aws-sam/build/CommonLayer
 
 migrate: venv ## apply database migrations (DATABASE_URL)
 	$(BIN)/notify-admin migrate

@@ -71,8 +71,9 @@ pip_install() {
 mkdir -p "$ROOT/.local"
 
 # ---------------------------------------------------------------- project venv (3.12)
-if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" && -x "$VENV/bin/python" ]] \
-    && is_python 3.12 "$VENV/bin/python"; then
+# pyproject.toml reads its dependencies from the layer's requirements: a change to either reinstalls.
+if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" && "$STAMP" -nt "$ROOT/layers/common/requirements.txt" \
+    && -x "$VENV/bin/python" ]] && is_python 3.12 "$VENV/bin/python"; then
     log ".venv is up to date"
 else
     if ! PY312="$(find_python 3.12 "${PYTHON312:-}")"; then

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("NOTIFY_LAYER"):  # `make test-layer`: the built layer instead of the venv
+    from tests.layer_guard import install
+
+    install(os.environ["NOTIFY_LAYER"])
+
 from notify_local.stack import LOCAL_AWS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

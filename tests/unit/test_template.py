@@ -272,8 +272,11 @@ def test_api_function_reads_only_the_configured_secret(template: dict[str, Any])
 
 def test_functions_and_layer_have_build_inputs(template: dict[str, Any]) -> None:
     layer = template["Resources"]["CommonLayer"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
-    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+    layer_dir = ROOT / layer["Properties"]["ContentUri"]
+    # built by layers/common/Makefile (build_layer.py): slim, precompiled
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-CommonLayer:" in (layer_dir / "Makefile").read_text(encoding="utf-8")
+    assert (layer_dir / "requirements.txt").is_file()
     for name, function in _functions(template).items():
         assert (ROOT / function["Properties"]["CodeUri"] / "requirements.txt").is_file(), name
     assert {"Ref": "CommonLayer"} in template["Globals"]["Function"]["Layers"]
