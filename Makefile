@@ -11,7 +11,7 @@ LAYER  := $(CURDIR)/.aws-sam/build/CommonLayer/python
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 
-.PHONY: help venv test test-layer lint format build migrate bench services services-down services-status \
+.PHONY: help venv test test-layer test-pgbouncer lint format build migrate bench services services-down services-status \
         dev deploy clean distclean
 
 help: ## list the targets
@@ -26,6 +26,9 @@ test: venv ## run the whole test suite (starts PostgreSQL/Redis/SQS when needed)
 test-layer: venv ## the test suite against the built layer (after make build), not the venv's copies
 	@test -d $(LAYER)/notify_core || { echo "no built layer in $(LAYER): run make build" >&2; exit 1; }
 	NOTIFY_LAYER=$(LAYER) PYTHONPATH=$(LAYER) PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n 2 -q
+
+test-pgbouncer: venv ## the test suite through PgBouncer in transaction pooling (Debian's pgbouncer)
+	NOTIFY_TEST_PGBOUNCER=1 $(PY) -m pytest -n 2 -q
 
 lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
 	$(BIN)/ruff check .

@@ -1,4 +1,12 @@
-"""PostgreSQL access: one lazily created pool per container, transactions, migrations."""
+"""PostgreSQL access: one lazily created pool per container, transactions, migrations.
+
+Works directly, through RDS Proxy and through PgBouncer in transaction pooling, where consecutive
+transactions of one connection may run on different server sessions. So: no server-side prepared
+statements (``prepare_threshold=None``), and no session state: nothing is SET on a connection (a SET
+outside a transaction would stay on whichever server session ran it, and RDS Proxy pins a session
+that issues one). Timestamps are ``timestamptz`` and come back as aware datetimes whatever the
+session's TimeZone; transaction-scoped settings use ``SET LOCAL``.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +28,6 @@ _pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
 _pool_lock = threading.Lock()
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
-
-
 def get_pool() -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
     """The container's pool, created on first use (not at import, so tests can point it anywhere)."""
     global _pool
@@ -37,7 +40,6 @@ def get_pool() -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
                     min_size=1,
                     max_size=settings.db_pool_max_size,
                     kwargs={"row_factory": dict_row, "prepare_threshold": None},
-                    configure=_configure,
                     check=ConnectionPool.check_connection,
                     open=True,
                     name="notify",
@@ -79,7 +81,7 @@ def migrate(url: str | None = None) -> list[str]:
     """
     dsn = url or get_settings().resolved_database_url()
     applied: list[str] = []
-    with psycopg.connect(dsn, autocommit=False) as conn:
+    with psycopg.connect(dsn, autocommit=False, prepare_threshold=None) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
