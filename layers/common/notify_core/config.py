@@ -77,9 +77,11 @@ class Settings(BaseModel):
             return self.database_url
         if not self.database_secret_arn:
             raise SettingsError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
-        import boto3
+        from . import aws
 
-        secret = boto3.client("secretsmanager").get_secret_value(SecretId=self.database_secret_arn)
+        secret = aws.client("secretsmanager", endpoint_url=self.aws_endpoint_url or None).get_secret_value(
+            SecretId=self.database_secret_arn
+        )
         value = secret["SecretString"]
         if value.startswith("postgres"):
             return value

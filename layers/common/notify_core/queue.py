@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from . import aws
 from .config import get_settings
 from .observability import logger
 
@@ -24,25 +25,18 @@ _pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="sqs")
 
 
 def get_sqs() -> Any:
-    """The container's SQS client. boto3 is imported here, on first use: requests that never
-    enqueue (reads, health) don't pay its ~200 ms import at cold start."""
+    """The container's SQS client (notify_core.aws: boto3's calls without its ~165 ms import and
+    client creation on the first request that enqueues)."""
     global _client
     if _client is None:
         with _lock:
             if _client is None:
-                import boto3
-                from botocore.config import Config
-
-                s = get_settings()
-                _client = boto3.client(
+                _client = aws.client(
                     "sqs",
-                    endpoint_url=s.aws_endpoint_url or None,
-                    config=Config(
-                        connect_timeout=2,
-                        read_timeout=5,
-                        retries={"max_attempts": 2, "mode": "standard"},
-                        max_pool_connections=20,
-                    ),
+                    endpoint_url=get_settings().aws_endpoint_url or None,
+                    connect_timeout=2,
+                    read_timeout=5,
+                    max_attempts=2,
                 )
     return _client
 
@@ -87,11 +81,9 @@ def _send_chunk(queue_url: str, chunk: Sequence[Message]) -> SendResult:
     ]
     result = SendResult()
     client = get_sqs()
-    from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
-
     try:
         reply = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    except (BotoCoreError, ClientError) as exc:
+    except aws.AwsError as exc:
         logger.warning(
             "SendMessageBatch failed; rows stay pending for the sweeper", extra={"error": str(exc)}
         )

@@ -364,7 +364,7 @@ _secret_lock = threading.Lock()
 
 
 def load_secret(arn: str) -> dict[str, Any]:
-    """The provider secret (a JSON object), fetched once per process with boto3."""
+    """The provider secret (a JSON object), fetched once per process (notify_core.aws)."""
     cached = _secret_cache.get(arn)
     if cached is not None:
         return cached
@@ -372,19 +372,13 @@ def load_secret(arn: str) -> dict[str, Any]:
         cached = _secret_cache.get(arn)
         if cached is not None:
             return cached
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
+        from .. import aws
 
         try:
-            client = boto3.client(
-                "secretsmanager",
-                endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3}),
-            )
+            client = aws.client("secretsmanager", connect_timeout=2, read_timeout=5, max_attempts=3)
             value = client.get_secret_value(SecretId=arn)["SecretString"]
-        except ClientError as exc:
-            error = exc.response.get("Error", {}).get("Code", "")
+        except aws.AwsServiceError as exc:
+            error = exc.code
             if error in ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure"):
                 raise PermanentProviderError(
                     f"provider secret {arn} cannot be read: {error}", "not_configured"
@@ -392,7 +386,7 @@ def load_secret(arn: str) -> dict[str, Any]:
             raise TransientProviderError(
                 f"provider secret {arn} unavailable: {error or exc}", "secrets_unavailable"
             ) from exc
-        except BotoCoreError as exc:
+        except aws.AwsTransportError as exc:
             raise TransientProviderError(
                 f"provider secret {arn} unavailable: {exc}", "secrets_unavailable"
             ) from exc
