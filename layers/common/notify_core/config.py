@@ -36,6 +36,7 @@ class Settings(BaseModel):
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     claim_lease_seconds: int = Field(default=120, ge=5)
     send_concurrency: int = Field(default=10, ge=1, le=100)
+    warm_providers: str = ""  # "sendgrid,twilio": built in the sender's init phase, not its first batch
     provider_rate_limits: str = ""  # "sendgrid=100,twilio=10": messages per second per provider
     recipient_hourly_caps: str = ""  # "sms=10,email=50": per recipient and channel, per hour
     sweep_batch_size: int = Field(default=500, ge=1, le=10_000)

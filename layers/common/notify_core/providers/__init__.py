@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from .base import (
@@ -37,6 +38,7 @@ __all__ = [
     "TransientProviderError",
     "get_provider",
     "reset_providers",
+    "warm",
 ]
 
 # name -> (module, class); the module imports its SDK only inside the class's constructor.
@@ -63,7 +65,7 @@ def _build(name: str) -> Provider:
         provider: Provider = cls(settings)
     except ImportError as exc:
         raise PermanentProviderError(
-            f"the {name} SDK is not installed ({exc}); install notification-platform[providers]",
+            f"the {name} SDK is not installed ({exc}); see layers/common/requirements.txt",
             "not_configured",
             provider=name,
         ) from exc
@@ -90,6 +92,24 @@ def get_provider(name: str) -> Provider:
             provider = _build(name)
             _providers[name] = provider
     return provider
+
+
+def warm(names: str | Iterable[str]) -> list[str]:
+    """Build the named providers now (a function's init phase), so that the first batch does not
+    pay for the provider secret and the SDK import. Best effort: a provider that cannot be built
+    is skipped and logged, and its first use tries again. Returns the names built."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    built = []
+    for name in wanted:
+        try:
+            get_provider(name)
+        except ProviderError as exc:
+            from ..observability import logger
+
+            logger.warning("provider not prepared at init", extra={"provider": name, "error": str(exc)})
+            continue
+        built.append(name)
+    return built
 
 
 def reset_providers() -> None:
