@@ -47,7 +47,7 @@ build: venv ## sam build (no container); prints the layer's size against its bud
 migrate: venv ## apply database migrations (DATABASE_URL)
 	$(BIN)/notify-admin migrate
 
-bench: venv ## run every benchmark script in bench/ (each prints its figures)
+bench: build ## run every benchmark script in bench/ (each prints its figures and a RESULT line)
 	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
 	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
 

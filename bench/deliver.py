@@ -3,9 +3,8 @@ the real SendGrid SDK talking to the provider stub, which answers every send in 
 
 Prints: a batch of 10 through the sender — wall time as a multiple of the provider time (target
 ≤ 1.3x) and messages/s for one sender; the same messages sent one at a time as the original design
-does (one SELECT, one send, one UPDATE each) and the ratio; then the cold-start cost (fresh
-process: import + init) of the sender and the API handler, median of 10 (targets: sender ≤ 500 ms,
-API ≤ 300 ms).
+does (one SELECT, one send, one UPDATE each) and the ratio. Cold starts: bench.coldstart (the built
+artifact, as Lambda runs it).
 
     .venv/bin/python -m bench.deliver [--batches 20] [--provider-ms 100]
 """
@@ -16,14 +15,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
 import psycopg
 
-from bench.common import ROOT, bench_sandbox, describe
+from bench.common import bench_sandbox, describe, percentile
 from notify_core import auth, notifications, providers
 from notify_core.providers import OutgoingMessage, get_provider
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
@@ -38,7 +35,6 @@ def main() -> None:
     )
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--provider-ms", type=int, default=100)
-    parser.add_argument("--cold-runs", type=int, default=10)
     args = parser.parse_args()
 
     with ProviderStub() as stub, bench_sandbox("deliver") as box:
@@ -104,41 +100,14 @@ def main() -> None:
             f"one at a time (original design): {sequential:.0f} ms for 10 = {10 / (sequential / 1000):,.0f} messages/s;"
             f" concurrent batch is {sequential / median:.1f}x faster"
         )
-
-    for name, path in (("sender", "functions/sender/"), ("api", "functions/api/")):
-        times = cold_starts(path, args.cold_runs)
-        target = 500 if name == "sender" else 300
-        print(
-            f"cold start {name}: median {statistics.median(times):.0f} ms over {len(times)} fresh processes"
-            f" (min {min(times):.0f}, max {max(times):.0f}; target ≤ {target} ms)"
-        )
-
-
-COLD = """
-import time
-from notify_local.lambda_env import load_handler  # the loader (PyYAML, template code) is not Lambda's cost
-t0 = time.perf_counter()
-handler = load_handler({path!r}, "app.handler")
-print((time.perf_counter() - t0) * 1000)
-"""
-
-
-def cold_starts(path: str, runs: int) -> list[float]:
-    """Import + init of a function's module in a fresh interpreter (what Lambda's init phase pays on
-    top of the runtime itself), measured inside the process so interpreter start-up is excluded."""
-    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": os.environ.get("POWERTOOLS_TRACE_DISABLED", "true")}
-    out = []
-    for _ in range(runs):
-        result = subprocess.run(
-            [sys.executable, "-c", COLD.format(path=path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-        )
-        out.append(float(result.stdout.strip().splitlines()[-1]))
-    return out
+    result = {
+        "batch_of_10_ms": {"p50": round(median, 1), "p99": round(percentile(walls, 99), 1)},
+        "x_provider": round(median / args.provider_ms, 2),
+        "messages_per_s_one_sender": round(10 / (median / 1000)),
+        "one_at_a_time_ms": round(sequential),
+        "speedup": round(sequential / median, 1),
+    }
+    print("RESULT " + json.dumps(result, sort_keys=True))
 
 
 if __name__ == "__main__":

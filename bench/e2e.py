@@ -77,7 +77,7 @@ def main() -> None:
         )
         key = json.loads((state / "dev-api-key.json").read_text())["key"]
         run_load(base, key, args)
-        report(database_url, args)
+        result = report(database_url, args)
     finally:
         runtime.send_signal(signal.SIGINT)
         try:
@@ -86,6 +86,7 @@ def main() -> None:
             runtime.kill()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    print("RESULT " + json.dumps(result, sort_keys=True))
 
 
 def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -150,7 +151,7 @@ def run_load(base: str, key: str, args: argparse.Namespace) -> None:
     )
 
 
-def report(database_url: str, args: argparse.Namespace, wait: float = 60) -> None:
+def report(database_url: str, args: argparse.Namespace, wait: float = 60) -> dict[str, object]:
     expected = int(args.seconds * args.rate / args.batch_size) * args.batch_size
     deadline = time.monotonic() + wait
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -177,6 +178,16 @@ def report(database_url: str, args: argparse.Namespace, wait: float = 60) -> Non
         f"accepted→sent: p50 {percentile(latencies, 50):.0f} ms, p99 {percentile(latencies, 99):.0f} ms, "
         f"max {max(latencies):.0f} ms (target p99 ≤ 1000 ms); throughput {len(rows) / span:.0f} sent/s"
     )
+    return {
+        "statuses": by_status,
+        "expected_sent": expected,
+        "accepted_to_sent_ms": {
+            "p50": round(percentile(latencies, 50)),
+            "p99": round(percentile(latencies, 99)),
+            "max": round(max(latencies)),
+        },
+        "sent_per_s": round(len(rows) / span),
+    }
 
 
 if __name__ == "__main__":

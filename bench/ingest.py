@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import bench_sandbox, describe
+from bench.common import bench_sandbox, describe, percentile
 from notify_core import auth
 from notify_local.lambda_env import LambdaContext, load_handler, rest_event
 
@@ -89,6 +89,14 @@ def main() -> None:
             f"raw psycopg INSERT + SendMessageBatch: {raw_rate:,.0f} rows+messages/s; per batch {describe(raw_ms)}"
         )
         print(f"ratio batch/raw: {batch_rate / raw_rate:.2f} (target ≥ 0.80)")
+    result = {
+        "single_per_s": round(single_rate),
+        "single_ms": {"p50": round(percentile(latencies, 50), 2), "p99": round(percentile(latencies, 99), 2)},
+        "batch_per_s": round(batch_rate),
+        "raw_per_s": round(raw_rate),
+        "batch_over_raw": round(batch_rate / raw_rate, 2),
+    }
+    print("RESULT " + json.dumps(result, sort_keys=True))
 
 
 class RawWriter:
