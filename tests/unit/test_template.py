@@ -290,7 +290,7 @@ def test_environment_variables_are_known_settings(template: dict[str, Any]) -> N
     for function in _functions(template).values():
         variables |= set(function["Properties"].get("Environment", {}).get("Variables", {}))
     settings = {field.upper() for field in (*Settings.model_fields, *ProviderSettings.model_fields)}
-    unknown = {name for name in variables if not name.startswith("POWERTOOLS_")} - settings
+    unknown = {name for name in variables if not name.startswith(("POWERTOOLS_", "PYDANTIC_"))} - settings
     assert unknown == set()
 
 
