@@ -10,6 +10,8 @@ ENV    ?= default
 LAYER  := $(CURDIR)/.aws-sam/build/CommonLayer/python
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
+# checkov (its own venv, made by scripts/bootstrap.sh) offline: no guideline download, no version check
+CHECKOV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true .local/checkov-venv/bin/checkov --skip-download
 
 .PHONY: help venv test test-layer test-pgbouncer lint format build migrate bench services services-down services-status \
         dev deploy clean distclean
@@ -30,11 +32,12 @@ test-layer: venv ## the test suite against the built layer (after make build), n
 test-pgbouncer: venv ## the test suite through PgBouncer in transaction pooling (Debian's pgbouncer)
 	NOTIFY_TEST_PGBOUNCER=1 $(PY) -m pytest -n 2 -q
 
-lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
+lint: venv ## ruff, ruff format --check, mypy, sam validate --lint, checkov on template.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SAM) validate --lint
+	$(CHECKOV) -f template.yaml --framework cloudformation --compact --quiet
 
 format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .

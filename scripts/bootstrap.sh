@@ -3,6 +3,9 @@
 # pyproject.toml returns in well under a second.
 #
 #   .venv                      Python 3.12, `pip install -e '.[dev]'`
+#   .local/checkov-venv        Python 3.12, checkov (the template's security scan in
+#                              `make lint`; its own venv: checkov pins boto3 and packaging
+#                              versions that the project's venv must not be downgraded to)
 #   .local/localstack-venv     Python 3.13, localstack-core (optional: without
 #                              Python 3.13 the tests fall back to moto's server)
 #
@@ -18,6 +21,9 @@ STAMP="$VENV/.installed"
 LS_VENV="$ROOT/.local/localstack-venv"
 LS_STAMP="$LS_VENV/.installed"
 LS_PINS=("localstack-core[runtime]==2026.3.0" "cbor2<6" "pyopenssl<26" "cryptography<47" "service_identity")
+CK_VENV="$ROOT/.local/checkov-venv"
+CK_STAMP="$CK_VENV/.installed"
+CK_PINS=("checkov==3.3.30")
 PIP_LOG="$ROOT/.local/pip-install.log"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -93,6 +99,24 @@ else
     pip_install "$VENV/bin/python" -e '.[dev]'
     touch "$STAMP"
     log ".venv ready ($((SECONDS - start)) s)"
+fi
+
+# ---------------------------------------------------------------- checkov venv (3.12)
+want_ck="${CK_PINS[*]}"
+if [[ -f "$CK_STAMP" && "$(cat "$CK_STAMP")" == "$want_ck" && -x "$CK_VENV/bin/checkov" ]]; then
+    log ".local/checkov-venv is up to date"
+else
+    log "creating .local/checkov-venv (checkov for make lint)"
+    start=$SECONDS
+    rm -f "$CK_STAMP"
+    if [[ ! -x "$CK_VENV/bin/python" ]]; then
+        # the interpreter .venv was made from (Python 3.12)
+        "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')" -m venv "$CK_VENV"
+    fi
+    : >"$PIP_LOG"
+    pip_install "$CK_VENV/bin/python" "${CK_PINS[@]}"
+    printf '%s' "$want_ck" >"$CK_STAMP"
+    log ".local/checkov-venv ready ($((SECONDS - start)) s)"
 fi
 
 # ---------------------------------------------------------------- LocalStack venv (3.13)
