@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import csv
+import fnmatch
 import os
 import py_compile
 import re
@@ -199,52 +200,57 @@ def pip_install(python: str, target: Path) -> None:
         raise SystemExit(f"build_layer: pip install failed ({result.returncode})")
 
 
-def exclusions() -> tuple[set[str], list[tuple[str, set[str]]]]:
-    """excluded.txt: distribution names, and `package.* except a,b` lines (subpackages of a kept
-    distribution that nothing imports)."""
+def exclusions() -> tuple[set[str], list[tuple[str, list[str]]]]:
+    """excluded.txt: distribution names, and parts of kept distributions: `package.* except a,b`
+    (subpackages and modules nothing imports) or `folder/* except a,b*` (data files; the names are
+    glob patterns matched against the file names without their extension)."""
     names: set[str] = set()
-    modules: list[tuple[str, set[str]]] = []
+    parts: list[tuple[str, list[str]]] = []
     for line in read_list(EXCLUDED):
         first, _, rest = line.partition(" ")
-        if first.endswith(".*"):
+        if first.endswith((".*", "/*")):
             keep = rest.strip().removeprefix("except").replace(",", " ").split()
-            modules.append((first.removesuffix(".*"), {k.rsplit(".", 1)[-1] for k in keep}))
+            folder = first[:-2] if first.endswith("/*") else first[:-2].replace(".", "/")
+            parts.append((folder, [k.rsplit(".", 1)[-1] if first.endswith(".*") else k for k in keep]))
         else:
             names.add(canonicalize_name(first))  # type: ignore[operator]
-    return names, modules
+    return names, parts
 
 
-def prune_modules(target: Path, patterns: list[tuple[str, set[str]]]) -> list[tuple[str, str, int]]:
+def prune_parts(target: Path, patterns: list[tuple[str, list[str]]]) -> list[tuple[str, str, int]]:
     gone = []
-    for package, keep in patterns:
-        folder = target / package.replace(".", "/")
+    for relative, keep in patterns:
+        folder = target / relative
         if not folder.is_dir():
-            raise SystemExit(f"build_layer: excluded.txt names {package}.*, which is not in the layer")
+            # a rule for a dependency not (or no longer) in requirements.txt
+            print(f"build_layer: excluded.txt: {relative}/ is not in the layer; rule skipped")
+            continue
         size = 0
         for child in folder.iterdir():
-            stem = child.name.removesuffix(".py")
-            if stem in keep or stem.startswith("__") or child.name.endswith(".pyi"):
+            stem = child.name.split(".", 1)[0]
+            if stem.startswith("__") or child.name.endswith(".pyi"):
                 continue
+            if any(fnmatch.fnmatchcase(stem, pattern) for pattern in keep):
+                continue
+            size += tree_bytes(child) if child.is_dir() else child.stat().st_size
             if child.is_dir():
-                size += tree_bytes(child)
                 shutil.rmtree(child)
-            elif child.suffix == ".py":
-                size += child.stat().st_size
+            else:
                 child.unlink()
-        gone.append((f"{package}.* except {', '.join(sorted(keep))}", "", size))
+        gone.append((f"{relative}/* except {', '.join(keep)}", "", size))
     return gone
 
 
 def prune(target: Path) -> list[tuple[str, str, int]]:
     """Remove what the roots do not need; returns (name, version, bytes) of what went."""
-    excluded, module_patterns = exclusions()
+    excluded, part_patterns = exclusions()
     dists = installed(target)
     keep = reachable(dists, read_list(REQUIREMENTS), excluded)
     gone = []
     for name, dist in sorted(dists.items()):
         if name not in keep:
             gone.append((name, dist.version, remove_dist(target, dist)))
-    gone += prune_modules(target, module_patterns)
+    gone += prune_parts(target, part_patterns)
     for junk in JUNK:
         shutil.rmtree(target / junk, ignore_errors=True)
     prune_empty_dirs(target)
