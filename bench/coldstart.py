@@ -466,6 +466,14 @@ def main() -> None:
         "(default); also the database URL (DatabaseSecretArn); nothing (all in the environment)",
     )
     parser.add_argument("--no-isolation", action="store_true", help="do not use a mount namespace")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter, e.g. -p EnableTracing=true (repeatable)",
+    )
     args = parser.parse_args()
     if not (BUILD / "template.yaml").exists():
         sys.exit("no .aws-sam/build: run `make build` first")
@@ -491,6 +499,7 @@ def main() -> None:
                 "RedisUrl": box.redis_url,
                 "RateLimitRequests": "1000000",
             }
+            overrides.update(dict(p.split("=", 1) for p in args.parameter))
             extra_env: dict[str, str] = {}
             if args.secrets == "none":
                 extra_env = stub.env()
@@ -548,6 +557,7 @@ def main() -> None:
         "runs": args.runs,
         "isolation": "mount-namespace" if isolated else "paths",
         "secrets": args.secrets,
+        "parameters": dict(p.split("=", 1) for p in args.parameter),
         "provider_ms": args.provider_ms,
         "init_ms": {f.logical_id: summary([r["init_ms"] for r in f.runs])["median"] for f in fns},
         "first_ms": {f.logical_id: summary([r["first_ms"] for r in f.runs])["median"] for f in fns},
