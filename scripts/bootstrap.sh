@@ -102,26 +102,43 @@ else
 fi
 
 # ---------------------------------------------------------------- checkov venv (3.12)
+# Installed in the background while the LocalStack venv is (both are mostly downloads and unpacking);
+# finish_checkov waits for it before the script ends.
 want_ck="${CK_PINS[*]}"
+CK_LOG="$ROOT/.local/pip-install-checkov.log"
+ck_pid=""
 if [[ -f "$CK_STAMP" && "$(cat "$CK_STAMP")" == "$want_ck" && -x "$CK_VENV/bin/checkov" ]]; then
     log ".local/checkov-venv is up to date"
 else
-    log "creating .local/checkov-venv (checkov for make lint)"
-    start=$SECONDS
+    log "creating .local/checkov-venv (checkov for make lint), in the background"
     rm -f "$CK_STAMP"
-    if [[ ! -x "$CK_VENV/bin/python" ]]; then
-        # the interpreter .venv was made from (Python 3.12)
-        "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')" -m venv "$CK_VENV"
-    fi
-    : >"$PIP_LOG"
-    pip_install "$CK_VENV/bin/python" "${CK_PINS[@]}"
-    printf '%s' "$want_ck" >"$CK_STAMP"
-    log ".local/checkov-venv ready ($((SECONDS - start)) s)"
+    (
+        start=$SECONDS
+        if [[ ! -x "$CK_VENV/bin/python" ]]; then
+            # the interpreter .venv was made from (Python 3.12)
+            "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')" -m venv "$CK_VENV"
+        fi
+        "$CK_VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
+            "${CK_PINS[@]}" >"$CK_LOG" 2>&1
+        printf '%s' "$want_ck" >"$CK_STAMP"
+        log ".local/checkov-venv ready ($((SECONDS - start)) s)"
+    ) &
+    ck_pid=$!
 fi
+
+finish_checkov() {
+    [[ -n "$ck_pid" ]] || return 0
+    if ! wait "$ck_pid"; then
+        log "checkov install failed; last lines of $CK_LOG:"
+        grep -v 'is ignored: it is neither a file nor a directory' "$CK_LOG" | tail -n 30 >&2
+        exit 1
+    fi
+}
 
 # ---------------------------------------------------------------- LocalStack venv (3.13)
 if [[ "${SKIP_LOCALSTACK:-0}" == 1 ]]; then
     log "SKIP_LOCALSTACK=1: not building the LocalStack venv"
+    finish_checkov
     exit 0
 fi
 want_pins="${LS_PINS[*]}"
@@ -143,3 +160,4 @@ elif PY313="$(find_python 3.13 "${PYTHON313:-}")"; then
 else
     log "Python 3.13 not found: no LocalStack venv; tests and 'make services' use moto's server instead"
 fi
+finish_checkov
