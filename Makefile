@@ -7,10 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 ENV    ?= default
+LAYER  := $(CURDIR)/.aws-sam/build/CommonLayer/python
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
+# checkov (its own venv, made by scripts/bootstrap.sh) offline: no guideline download, no version check
+CHECKOV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true .local/checkov-venv/bin/checkov --skip-download
 
-.PHONY: help venv test fuzz lint format build migrate bench services services-down services-status \
+.PHONY: help venv test test-layer test-pgbouncer fuzz mutate lint format build migrate bench services \
+        services-down services-status \
         dev deploy clean distclean
 
 help: ## list the targets
@@ -36,23 +40,32 @@ fuzz: venv ## property-based fuzzing of the HTTP API (~20,000 requests, ~4 min);
 mutate: venv ## mutation testing of the decision modules against the unit tier (not part of make test)
 	$(PY) scripts/mutate.py
 
-lint: venv ## ruff, ruff format --check, mypy, sam validate --lint
+test-layer: venv ## the test suite against the built layer (after make build), not the venv's copies
+	@test -d $(LAYER)/notify_core || { echo "no built layer in $(LAYER): run make build" >&2; exit 1; }
+	NOTIFY_LAYER=$(LAYER) PYTHONPATH=$(LAYER) PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n 2 -q
+
+test-pgbouncer: venv ## the test suite through PgBouncer in transaction pooling (Debian's pgbouncer)
+	NOTIFY_TEST_PGBOUNCER=1 $(PY) -m pytest -n 2 -q
+
+lint: venv ## ruff, ruff format --check, mypy, sam validate --lint, checkov on template.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SAM) validate --lint
+	$(CHECKOV) -f template.yaml --framework cloudformation --compact --quiet
 
 format: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-build: venv ## sam build (no container)
+build: venv ## sam build (no container); prints the layer's size against its budget
 	$(SAM) build
+	@$(PY) layers/common/build_layer.py --report .aws-sam/build/CommonLayer
 
 migrate: venv ## apply database migrations (DATABASE_URL)
 	$(BIN)/notify-admin migrate
 
-bench: venv ## run every benchmark script in bench/ (each prints its figures)
+bench: build ## run every benchmark script in bench/ (each prints its figures and a RESULT line)
 	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
 	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
 

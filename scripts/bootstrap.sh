@@ -3,6 +3,9 @@
 # pyproject.toml returns in well under a second.
 #
 #   .venv                      Python 3.12, `pip install -e '.[dev]'`
+#   .local/checkov-venv        Python 3.12, checkov (the template's security scan in
+#                              `make lint`; its own venv: checkov pins boto3 and packaging
+#                              versions that the project's venv must not be downgraded to)
 #   .local/localstack-venv     Python 3.13, localstack-core (optional: without
 #                              Python 3.13 the tests fall back to moto's server)
 #
@@ -18,6 +21,9 @@ STAMP="$VENV/.installed"
 LS_VENV="$ROOT/.local/localstack-venv"
 LS_STAMP="$LS_VENV/.installed"
 LS_PINS=("localstack-core[runtime]==2026.3.0" "cbor2<6" "pyopenssl<26" "cryptography<47" "service_identity")
+CK_VENV="$ROOT/.local/checkov-venv"
+CK_STAMP="$CK_VENV/.installed"
+CK_PINS=("checkov==3.3.30")
 PIP_LOG="$ROOT/.local/pip-install.log"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -71,8 +77,9 @@ pip_install() {
 mkdir -p "$ROOT/.local"
 
 # ---------------------------------------------------------------- project venv (3.12)
-if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" && -x "$VENV/bin/python" ]] \
-    && is_python 3.12 "$VENV/bin/python"; then
+# pyproject.toml reads its dependencies from the layer's requirements: a change to either reinstalls.
+if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" && "$STAMP" -nt "$ROOT/layers/common/requirements.txt" \
+    && -x "$VENV/bin/python" ]] && is_python 3.12 "$VENV/bin/python"; then
     log ".venv is up to date"
 else
     if ! PY312="$(find_python 3.12 "${PYTHON312:-}")"; then
@@ -94,9 +101,44 @@ else
     log ".venv ready ($((SECONDS - start)) s)"
 fi
 
+# ---------------------------------------------------------------- checkov venv (3.12)
+# Installed in the background while the LocalStack venv is (both are mostly downloads and unpacking);
+# finish_checkov waits for it before the script ends.
+want_ck="${CK_PINS[*]}"
+CK_LOG="$ROOT/.local/pip-install-checkov.log"
+ck_pid=""
+if [[ -f "$CK_STAMP" && "$(cat "$CK_STAMP")" == "$want_ck" && -x "$CK_VENV/bin/checkov" ]]; then
+    log ".local/checkov-venv is up to date"
+else
+    log "creating .local/checkov-venv (checkov for make lint), in the background"
+    rm -f "$CK_STAMP"
+    (
+        start=$SECONDS
+        if [[ ! -x "$CK_VENV/bin/python" ]]; then
+            # the interpreter .venv was made from (Python 3.12)
+            "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')" -m venv "$CK_VENV"
+        fi
+        "$CK_VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
+            "${CK_PINS[@]}" >"$CK_LOG" 2>&1
+        printf '%s' "$want_ck" >"$CK_STAMP"
+        log ".local/checkov-venv ready ($((SECONDS - start)) s)"
+    ) &
+    ck_pid=$!
+fi
+
+finish_checkov() {
+    [[ -n "$ck_pid" ]] || return 0
+    if ! wait "$ck_pid"; then
+        log "checkov install failed; last lines of $CK_LOG:"
+        grep -v 'is ignored: it is neither a file nor a directory' "$CK_LOG" | tail -n 30 >&2
+        exit 1
+    fi
+}
+
 # ---------------------------------------------------------------- LocalStack venv (3.13)
 if [[ "${SKIP_LOCALSTACK:-0}" == 1 ]]; then
     log "SKIP_LOCALSTACK=1: not building the LocalStack venv"
+    finish_checkov
     exit 0
 fi
 want_pins="${LS_PINS[*]}"
@@ -118,3 +160,4 @@ elif PY313="$(find_python 3.13 "${PYTHON313:-}")"; then
 else
     log "Python 3.13 not found: no LocalStack venv; tests and 'make services' use moto's server instead"
 fi
+finish_checkov

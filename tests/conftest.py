@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("NOTIFY_LAYER"):  # `make test-layer`: the built layer instead of the venv
+    from tests.layer_guard import install
+
+    install(os.environ["NOTIFY_LAYER"])
+
 from notify_local.stack import LOCAL_AWS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +52,10 @@ def pytest_configure(config: pytest.Config) -> None:
     pg = services.ensure_postgres(os.environ.get("TEST_DATABASE_URL"), state)
     redis_url = services.ensure_redis(os.environ.get("TEST_REDIS_URL"), state)
     sqs = services.ensure_sqs(os.environ.get("TEST_SQS_ENDPOINT"), state)
+    if os.environ.get("NOTIFY_TEST_PGBOUNCER") == "1":
+        # `make test-pgbouncer`: the functions reach PostgreSQL through PgBouncer in transaction
+        # pooling (databases are still created and dropped directly).
+        os.environ["NOTIFY_TEST_POOLER"] = services.ensure_pgbouncer(pg, state)
     os.environ.update(NOTIFY_TEST_PG=pg, NOTIFY_TEST_REDIS=redis_url, NOTIFY_TEST_SQS=sqs.endpoint_url)
     os.environ["NOTIFY_TEST_SQS_KIND"] = sqs.kind
     config.stash[_SQS] = sqs
@@ -60,8 +69,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return ["services: none (unit tests only)"]
     kind = os.environ.get("NOTIFY_TEST_SQS_KIND")
     note = " — moto's server, because Python 3.13 / LocalStack is absent" if kind == "moto" else ""
+    pooler = os.environ.get("NOTIFY_TEST_POOLER")
+    layer = os.environ.get("NOTIFY_LAYER")
     return [
-        f"postgres: {os.environ['NOTIFY_TEST_PG']}",
+        f"postgres: {os.environ['NOTIFY_TEST_PG']}"
+        + (f" through PgBouncer (transaction pooling) at {pooler}" if pooler else ""),
+        *([f"code: the built layer {layer}"] if layer else []),
         f"redis: {os.environ['NOTIFY_TEST_REDIS']}",
         f"sqs: {os.environ['NOTIFY_TEST_SQS']} ({kind}){note}",
     ]

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json, ValidationError
 
+from notify_core import db, providers
 from notify_core.config import get_settings
 from notify_core.delivery import Deadline, Deps, Incoming, deliver
 from notify_core.observability import logger, metrics, tracer
@@ -20,7 +21,7 @@ from notify_core.providers import ProviderSettings
 from notify_core.queue import QueueMessage
 
 # A wrong setting fails the cold start, not the first batch.
-get_settings()
+settings = get_settings()
 ProviderSettings.from_env(secret_loader=lambda arn: {})
 
 
@@ -85,6 +86,13 @@ processor = SenderProcessor()
 
 def _unused_record_handler(record: NotificationRecord) -> str:
     raise NotImplementedError("SenderProcessor.process hands the whole batch to the engine")
+
+
+# Init phase: start connecting to PostgreSQL (in the pool's background) and build the providers in
+# WARM_PROVIDERS (provider secret, SDK import), rather than in the first batch's critical path.
+if settings.database_url or settings.database_secret_arn:
+    db.get_pool()  # connects in the pool's background; a failure there is retried by the pool
+providers.warm(settings.warm_providers)
 
 
 @logger.inject_lambda_context(clear_state=True)

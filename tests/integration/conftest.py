@@ -44,6 +44,7 @@ def test_env() -> Iterator[ServiceEnv]:
         os.environ["NOTIFY_TEST_REDIS"],
         os.environ["NOTIFY_TEST_SQS"],
         overrides={"ApiKeyCacheSeconds": "0"},
+        pooler_url=os.environ.get("NOTIFY_TEST_POOLER"),
     ) as env:
         yield env
 

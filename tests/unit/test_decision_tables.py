@@ -38,7 +38,7 @@ def test_the_outcome_table_is_what_the_engine_promises() -> None:
 
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-ID = uuid.uuid4()
+ID = uuid.UUID("da5f23ce-a045-4e08-967c-cb0b5f08f75e")
 
 
 def test_columns_after_each_kind_of_outcome() -> None:

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from notify_core import clients
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -273,27 +272,36 @@ def test_secrets_fill_what_the_environment_leaves_empty() -> None:
     assert "SG.from-secret" not in repr(s)
 
 
-def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto import mock_aws
+def test_secret_is_fetched_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Secrets Manager (notify_core.aws's wire replaced) holding the provider secret
+    from notify_core import aws
 
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # an integration run may have set it
-    clients.reset()  # no Secrets Manager client from before the mock
-    with mock_aws():
-        import boto3
+    stored = {"SENDGRID_API_KEY": "SG.s"}
+    calls: list[dict[str, Any]] = []
 
-        client = boto3.client("secretsmanager", region_name="us-east-1")
-        arn = client.create_secret(Name="providers", SecretString=json.dumps({"SENDGRID_API_KEY": "SG.s"}))[
-            "ARN"
-        ]
-        assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.s"}
-        client.put_secret_value(SecretId=arn, SecretString=json.dumps({"SENDGRID_API_KEY": "SG.changed"}))
-        assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.s"}  # cached for the process
-        forget_secrets()
-        assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.changed"}
-        with pytest.raises(PermanentProviderError) as caught:
-            load_secret(arn.replace("providers", "missing"))
-        assert caught.value.code == "not_configured"
-    clients.reset()
+    def wire(self: aws.AwsClient, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        request = json.loads(body)
+        calls.append(request)
+        if request["SecretId"].endswith("missing"):
+            return 400, {}, b'{"__type": "ResourceNotFoundException", "Message": "not found"}'
+        return 200, {}, json.dumps({"ARN": request["SecretId"], "SecretString": json.dumps(stored)}).encode()
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(aws.AwsClient, "_send", wire)
+    forget_secrets()
+    arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:providers"
+    # Then it is read once, cached for the process, read again after forget_secrets
+    assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.s"}
+    stored["SENDGRID_API_KEY"] = "SG.changed"
+    assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.s"}
+    assert len(calls) == 1
+    forget_secrets()
+    assert load_secret(arn) == {"SENDGRID_API_KEY": "SG.changed"}
+    # And a secret that does not exist is a permanent "not configured"
+    with pytest.raises(PermanentProviderError) as caught:
+        load_secret(arn + "-missing")
+    assert caught.value.code == "not_configured"
+    forget_secrets()
 
 
 # ---------------------------------------------------------------- generic classification

@@ -234,32 +234,112 @@ def test_every_consumed_queue_has_visibility_timeout_six_times_its_consumers_tim
 # ---------------------------------------------------------------- privileges
 
 
-def test_api_function_has_no_wildcard_sqs_permissions(template: dict[str, Any]) -> None:
-    policies = _as_list(_functions(template)[API_FUNCTION]["Properties"].get("Policies", []))
-    for policy in policies:
-        if isinstance(policy, str):  # a managed policy name or ARN
-            assert "sqs" not in policy.lower(), policy
-            continue
-        for statement in _policy_statements(policy):
-            actions = [str(action).lower() for action in _as_list(statement.get("Action", []))]
-            if any(action.startswith("sqs:") or action == "*" for action in actions):
-                assert "*" not in _as_list(statement.get("Resource")), statement
-        for template_name, params in policy.items():
-            if template_name.startswith("SQS"):  # a SAM policy template
-                assert _refers_to(params.get("QueueName"), QUEUE), policy
+def _role(template: dict[str, Any], function: dict[str, Any]) -> dict[str, Any]:
+    role = function["Properties"]["Role"]
+    assert isinstance(role, dict) and "Fn::GetAtt" in role, "every function has its own role"
+    logical_id, attribute = role["Fn::GetAtt"]
+    assert attribute == "Arn"
+    resource = template["Resources"][logical_id]
+    assert resource["Type"] == "AWS::IAM::Role"
+    return dict(resource["Properties"])
 
 
-def test_api_function_reads_only_the_configured_secret(template: dict[str, Any]) -> None:
-    policies = _as_list(_functions(template)[API_FUNCTION]["Properties"].get("Policies", []))
-    secret_statements = [
-        statement
-        for policy in policies
-        for statement in _policy_statements(policy)
-        if any(str(action).startswith("secretsmanager:") for action in _as_list(statement.get("Action", [])))
-    ]
-    for statement in secret_statements:
-        assert statement["Resource"] == {"Ref": "DatabaseSecretArn"}
-    assert "HasDatabaseSecret" in template["Conditions"]
+def _inline_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inline statements of a role, through both branches of Fn::If."""
+    out: list[dict[str, Any]] = []
+    for policy in role.get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                _, yes, no = statement["Fn::If"]
+                out.extend(s for s in (yes, no) if isinstance(s, dict) and "Effect" in s)
+            else:
+                out.append(statement)
+    return out
+
+
+def _role_statements(template: dict[str, Any], function: dict[str, Any]) -> list[dict[str, Any]]:
+    return _inline_statements(_role(template, function))
+
+
+def _all_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for statement in _inline_statements(resource["Properties"]):
+                yield name, statement
+        elif resource["Type"] == "AWS::IAM::ManagedPolicy":
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                yield name, statement
+
+
+def test_functions_have_their_own_roles_and_log_groups_with_retention(template: dict[str, Any]) -> None:
+    roles = set()
+    for name, function in _functions(template).items():
+        props = function["Properties"]
+        assert "Policies" not in props, f"{name}: SAM would generate a role; its role is {name}Role"
+        role = props["Role"]["Fn::GetAtt"][0]
+        assert role not in roles, f"{name} shares {role}"
+        roles.add(role)
+        group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+        group = template["Resources"][group_id]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert "RetentionInDays" in group["Properties"], group_id
+        logs = [
+            s for s in _role_statements(template, function) if "logs:PutLogEvents" in _as_list(s["Action"])
+        ]
+        assert [s["Resource"] for s in logs] == [{"Fn::GetAtt": [group_id, "Arn"]}], name
+
+
+def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
+    for name, statement in _all_statements(template):
+        actions = [str(a) for a in _as_list(statement["Action"])]
+        assert not any(a == "*" or a.endswith(":*") for a in actions), (name, actions)
+        assert "*" not in _as_list(statement["Resource"]), (name, statement)
+
+
+def test_vpc_access_and_tracing_are_granted_only_when_switched_on(template: dict[str, Any]) -> None:
+    vpc = template["Globals"]["Function"]["VpcConfig"]["Fn::If"]
+    assert vpc[0] == "InVpc" and vpc[2] == {"Ref": "AWS::NoValue"}
+    assert template["Parameters"]["SubnetIds"]["Default"] == ""
+    for name, function in _functions(template).items():
+        for arn in _role(template, function).get("ManagedPolicyArns", []):
+            condition, _, otherwise = arn["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}, name
+            text = json.dumps(arn)
+            if "AWSLambdaVPCAccessExecutionRole" in text:
+                assert condition == "InVpc"
+            elif "XRay" in text:
+                assert condition == "TracingOn"
+            else:
+                assert condition == "HasDatabaseSecret"
+
+
+def test_api_function_may_only_enqueue_and_read_its_queue(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, _functions(template)[API_FUNCTION])
+    sqs = [s for s in statements if any(str(a).startswith("sqs:") for a in _as_list(s["Action"]))]
+    assert sqs and all(s["Resource"] == {"Fn::GetAtt": [QUEUE, "Arn"]} for s in sqs)
+    actions = {a for s in sqs for a in _as_list(s["Action"])}
+    assert actions == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
+
+
+def test_secrets_are_readable_only_where_configured(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["DatabaseSecretReadPolicy"]
+    assert policy["Condition"] == "HasDatabaseSecret"
+    for name, statement in _all_statements(template):
+        if any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"])):
+            assert _as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], name
+            assert statement["Resource"] in ({"Ref": "DatabaseSecretArn"}, {"Ref": "ProviderSecretsArn"}), (
+                name
+            )
+            if statement["Resource"] == {"Ref": "ProviderSecretsArn"}:
+                assert name == "SenderFunctionRole"
+
+
+def test_queues_are_encrypted_and_every_scan_finding_left_has_a_reason(template: dict[str, Any]) -> None:
+    for name, queue in _resources_of_type(template, "AWS::SQS::Queue").items():
+        assert queue["Properties"].get("KmsMasterKeyId"), name
+    for name, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert skip["id"].startswith("CKV") and len(skip.get("comment", "")) > 20, (name, skip)
 
 
 # ---------------------------------------------------------------- build inputs and settings
@@ -267,8 +347,11 @@ def test_api_function_reads_only_the_configured_secret(template: dict[str, Any])
 
 def test_functions_and_layer_have_build_inputs(template: dict[str, Any]) -> None:
     layer = template["Resources"]["CommonLayer"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
-    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+    layer_dir = ROOT / layer["Properties"]["ContentUri"]
+    # built by layers/common/Makefile (build_layer.py): slim, precompiled
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-CommonLayer:" in (layer_dir / "Makefile").read_text(encoding="utf-8")
+    assert (layer_dir / "requirements.txt").is_file()
     for name, function in _functions(template).items():
         assert (ROOT / function["Properties"]["CodeUri"] / "requirements.txt").is_file(), name
     assert {"Ref": "CommonLayer"} in template["Globals"]["Function"]["Layers"]
@@ -282,7 +365,7 @@ def test_environment_variables_are_known_settings(template: dict[str, Any]) -> N
     for function in _functions(template).values():
         variables |= set(function["Properties"].get("Environment", {}).get("Variables", {}))
     settings = {field.upper() for field in (*Settings.model_fields, *ProviderSettings.model_fields)}
-    unknown = {name for name in variables if not name.startswith("POWERTOOLS_")} - settings
+    unknown = {name for name in variables if not name.startswith(("POWERTOOLS_", "PYDANTIC_"))} - settings
     assert unknown == set()
 
 

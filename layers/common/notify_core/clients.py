@@ -76,14 +76,25 @@ def reset() -> None:
 
 
 def aws_client(service: str, **config: Any) -> Any:
-    """A boto3 client for `service`, with bounded timeouts and the local endpoint when configured.
-    boto3 is imported here, on first use: requests that never call AWS don't pay its ~200 ms import."""
+    """The container's client for an AWS service, with bounded timeouts and the local endpoint when
+    configured. SQS and Secrets Manager, which requests and cold starts use, get notify_core.aws
+    (boto3's calls and reply shapes; errors `aws.AwsError`) without boto3's ~165 ms import; any other
+    service gets boto3, imported on first use. `config`: botocore Config options (boto3 services)."""
+    from . import aws
+
+    def endpoint() -> str | None:
+        return get_settings().aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+    if service in aws.SERVICES:
+        return get(
+            f"aws:{service}",
+            lambda: aws.client(service, endpoint(), connect_timeout=2, read_timeout=5, max_attempts=3),
+        )
 
     def build() -> Any:
         import boto3
         from botocore.config import Config
 
-        settings = get_settings()
         options: dict[str, Any] = {
             "connect_timeout": 2,
             "read_timeout": 5,
@@ -91,9 +102,7 @@ def aws_client(service: str, **config: Any) -> Any:
         }
         options.update(config)
         return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=settings.aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-            config=Config(**options),
+            service, endpoint_url=endpoint(), config=Config(**options)
         )
 
     return get(f"aws:{service}", build)

@@ -39,7 +39,7 @@ class Settings(BaseModel):
     # Fail fast: all well below the shortest function timeout (the API's 25 s).
     db_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=20)
     db_connect_timeout_seconds: int = Field(default=3, ge=1, le=20)
-    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
+    db_statement_timeout_ms: int = Field(default=5000, ge=0, le=60_000)  # 0: the server's own
     default_max_attempts: int = Field(default=5, ge=1, le=50)
     # delivery
     retry_base_seconds: float = Field(default=30.0, gt=0)
@@ -57,6 +57,7 @@ class Settings(BaseModel):
     # A `queued` row whose message can no longer arrive is re-enqueued by the sweeper after this
     # many seconds; 0 derives it from the queue (VisibilityTimeout x maxReceiveCount + max delay).
     stale_queued_seconds: int = Field(default=0, ge=0)
+    warm_providers: str = ""  # "sendgrid,twilio": built in the sender's init phase, not its first batch
     provider_rate_limits: str = ""  # "sendgrid=100,twilio=10": messages per second per provider
     recipient_hourly_caps: str = ""  # "sms=10,email=50": per recipient and channel, per hour
     sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -99,9 +100,11 @@ class Settings(BaseModel):
             return self.database_url
         if not self.database_secret_arn:
             raise SettingsError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
-        import boto3
+        from . import aws
 
-        secret = boto3.client("secretsmanager").get_secret_value(SecretId=self.database_secret_arn)
+        secret = aws.client("secretsmanager", endpoint_url=self.aws_endpoint_url or None).get_secret_value(
+            SecretId=self.database_secret_arn
+        )
         value = secret["SecretString"]
         if value.startswith("postgres"):
             return value

@@ -1,4 +1,12 @@
-"""PostgreSQL access: one lazily created pool per container, transactions, migrations."""
+"""PostgreSQL access: one lazily created pool per container, transactions, migrations.
+
+Works directly, through RDS Proxy and through PgBouncer in transaction pooling, where consecutive
+transactions of one connection may run on different server sessions. So: no server-side prepared
+statements (``prepare_threshold=None``), and no session state: nothing is SET on a connection (a SET
+outside a transaction would stay on whichever server session ran it, and RDS Proxy pins a session
+that issues one). Timestamps are ``timestamptz`` and come back as aware datetimes whatever the
+session's TimeZone; transaction-scoped settings use ``SET LOCAL``.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +28,19 @@ MIGRATION_LOCK_ID = 0x6E6F7469  # "noti": advisory lock key for migrations
 Pool = ConnectionPool[psycopg.Connection[dict[str, Any]]]
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
+def _connect_options(settings: Any) -> dict[str, Any]:
+    """No session state (PgBouncer in transaction pooling hands a session's connection to others):
+    no server-side prepared statements, no SET. The statement timeout travels as a startup option
+    (DB_STATEMENT_TIMEOUT_MS; 0 leaves it to the server or the pooler, e.g. PgBouncer's
+    query_timeout, for poolers that refuse startup options)."""
+    options: dict[str, Any] = {
+        "row_factory": dict_row,
+        "prepare_threshold": None,
+        "connect_timeout": settings.db_connect_timeout_seconds,
+    }
+    if settings.db_statement_timeout_ms:
+        options["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return options
 
 
 def _build_pool() -> Pool:
@@ -35,13 +53,7 @@ def _build_pool() -> Pool:
         min_size=1,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_pool_timeout_seconds,
-        kwargs={
-            "row_factory": dict_row,
-            "prepare_threshold": None,
-            "connect_timeout": settings.db_connect_timeout_seconds,
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-        },
-        configure=_configure,
+        kwargs=_connect_options(settings),
         check=ConnectionPool.check_connection,
         reconnect_timeout=60,
         open=True,
@@ -96,7 +108,7 @@ def migrate(url: str | None = None) -> list[str]:
     """
     dsn = url or get_settings().resolved_database_url()
     applied: list[str] = []
-    with psycopg.connect(dsn, autocommit=False) as conn:
+    with psycopg.connect(dsn, autocommit=False, prepare_threshold=None) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -72,11 +72,11 @@ def stale_queued_seconds(settings: Settings) -> int:
 
 
 def _derive_stale_seconds() -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from . import aws
 
     try:
         attributes = queue.queue_attributes()
-    except (BotoCoreError, ClientError) as exc:
+    except aws.AwsError as exc:
         logger.warning("queue attributes unavailable", extra={"error": str(exc)})
         return DEFAULT_STALE_SECONDS
     visibility = int(attributes.get("VisibilityTimeout", 30))

@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from ..channels import CHANNELS
 from ..config import Settings
 from ..providers import OutgoingMessage, PermanentProviderError, Provider, TransientProviderError
-from ..ratelimit import Decision
 from .outcomes import Outcome
+
+if TYPE_CHECKING:  # redis is imported only where limits are configured (cold start: ~40 ms)
+    from ..ratelimit import Decision
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from psycopg import sql
 
-from .. import ratelimit
 from ..db import transaction
 from ..dead_letters import record_dead_letters
 from ..states import apply_outcomes, transition
 from .engine import Claimed
 from .outcomes import Outcome, columns
 from .steps import Claim, LimiterUnavailable
+
+if TYPE_CHECKING:
+    from ..ratelimit import Decision
 
 CLAIMABLE = ("pending", "queued", "retrying")
 DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagree by this much
@@ -115,9 +117,13 @@ def _insert_attempts(conn: Any, attempts: Sequence[Outcome]) -> None:
 
 
 class RedisLimiter:
-    """The steps' limiter over ratelimit's GCRA script; Redis trouble → LimiterUnavailable."""
+    """The steps' limiter over ratelimit's GCRA script; Redis trouble → LimiterUnavailable. The
+    redis client is imported on the first check: without limits configured (the default) the
+    sender never talks to Redis, and its cold start does not pay for the import."""
 
-    def check(self, name: str, limit: int, period_s: int) -> ratelimit.Decision:
+    def check(self, name: str, limit: int, period_s: int) -> Decision:
+        from .. import ratelimit
+
         try:
             return ratelimit.check(name, limit, period_s)
         except ratelimit.RedisUnavailable as exc:

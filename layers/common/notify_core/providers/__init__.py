@@ -13,6 +13,8 @@ in ``base``'s docstring.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .. import clients
 from .base import (
     OutgoingMessage,
@@ -44,6 +46,7 @@ __all__ = [
     "get_provider",
     "reset_providers",
     "serves",
+    "warm",
 ]
 
 PROVIDERS: dict[str, type[Provider]] = {
@@ -66,7 +69,7 @@ def _build(name: str) -> Provider:
         return PROVIDERS[name](settings)  # type: ignore[call-arg]
     except ImportError as exc:
         raise PermanentProviderError(
-            f"the {name} SDK is not installed ({exc}); install notification-platform[providers]",
+            f"the {name} SDK is not installed ({exc}); see layers/common/requirements.txt",
             "not_configured",
             provider=name,
         ) from exc
@@ -90,6 +93,24 @@ def get_provider(name: str) -> Provider:
             f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})", "unknown_provider"
         )
     return clients.get(f"provider:{name}", lambda: _build(name), _close)
+
+
+def warm(names: str | Iterable[str]) -> list[str]:
+    """Build the named providers now (a function's init phase), so that the first batch does not
+    pay for the provider secret and the SDK import. Best effort: a provider that cannot be built
+    is skipped and logged, and its first use tries again. Returns the names built."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    built = []
+    for name in wanted:
+        try:
+            get_provider(name)
+        except ProviderError as exc:
+            from ..observability import logger
+
+            logger.warning("provider not prepared at init", extra={"provider": name, "error": str(exc)})
+            continue
+        built.append(name)
+    return built
 
 
 def reset_providers() -> None:

@@ -463,7 +463,7 @@ _secret_lock = threading.Lock()
 
 
 def load_secret(arn: str) -> dict[str, Any]:
-    """The provider secret (a JSON object), fetched once per process with boto3."""
+    """The provider secret (a JSON object), fetched once per process (notify_core.aws)."""
     cached = _secret_cache.get(arn)
     if cached is not None:
         return cached
@@ -471,13 +471,13 @@ def load_secret(arn: str) -> dict[str, Any]:
         cached = _secret_cache.get(arn)
         if cached is not None:
             return cached
-        client = clients.aws_client("secretsmanager", retries={"max_attempts": 3, "mode": "standard"})
-        from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
+        from .. import aws
 
         try:
+            client = clients.aws_client("secretsmanager")
             value = client.get_secret_value(SecretId=arn)["SecretString"]
-        except ClientError as exc:
-            error = exc.response.get("Error", {}).get("Code", "")
+        except aws.AwsServiceError as exc:
+            error = exc.code
             if error in ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure"):
                 raise PermanentProviderError(
                     f"provider secret {arn} cannot be read: {error}", "not_configured"
@@ -485,7 +485,7 @@ def load_secret(arn: str) -> dict[str, Any]:
             raise TransientProviderError(
                 f"provider secret {arn} unavailable: {error or exc}", "secrets_unavailable"
             ) from exc
-        except BotoCoreError as exc:
+        except aws.AwsTransportError as exc:
             raise TransientProviderError(
                 f"provider secret {arn} unavailable: {exc}", "secrets_unavailable"
             ) from exc

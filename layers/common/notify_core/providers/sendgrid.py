@@ -120,6 +120,7 @@ class SendGridProvider:
             patched.build_opener = _cached_build_opener
             http_client.urllib = patched
 
+        _cached_build_opener()  # the CA bundle loaded once, here, rather than in the first sends
         self._mail = mail
         self._http_error: type[Exception] = HTTPError
         self._default_from = settings.sendgrid_default_from
