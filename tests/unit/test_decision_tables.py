@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -54,7 +55,16 @@ def test_columns_after_each_kind_of_outcome() -> None:
         "sent_at": NOW,
         "failed_at": None,
     }
-    retry = Outcome("retry", ID, ID, attempt=3, error="http_503: busy", delay_s=12.5, provider_message_id="x")
+    retry = Outcome(
+        "retry",
+        ID,
+        ID,
+        attempt=3,
+        error="http_503: busy",
+        delay_s=12.5,
+        provider_message_id="x",
+        provider_response={"status": 503},
+    )
     assert columns(retry, 2, "old error", NOW) == {
         "attempt_count": 3,
         "next_attempt_at": NOW + timedelta(seconds=12.5),
@@ -144,6 +154,28 @@ def test_a_forged_cursor_is_a_422_on_the_cursor(cursor: str) -> None:
     assert caught.value.details == [{"field": "cursor", "message": "is not a cursor this API returned"}]
 
 
+@pytest.mark.parametrize("seconds", [0, 1, 2, 3])
+def test_every_cursor_fits_the_cursor_field_whatever_its_length(seconds: int) -> None:
+    # base64 of a position pads differently with its length: no padding leaves this API
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(microseconds=seconds * 10)
+    cursor = pagination.encode(when, ID)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor), cursor
+    assert pagination.decode(cursor) == (when, ID)
+    assert pagination.decode(cursor + "=" * (-len(cursor) % 4)) == (when, ID)  # padded works too
+
+
+def test_a_cursor_is_compact_json() -> None:
+    raw = base64.urlsafe_b64decode(pagination.encode(NOW, ID) + "==")
+    assert raw == f'["{NOW.isoformat()}","{ID}"]'.encode()
+
+
+def test_the_longest_time_a_cursor_may_hold() -> None:
+    forty = "2026-01-01T00:00:00." + "0" * 14 + "+00:00"
+    assert len(forty) == 40 and pagination.decode(_cursor([forty, str(ID)]))[1] == ID
+    with pytest.raises(ValidationFailed):
+        pagination.decode(_cursor(["2026-01-01T00:00:00." + "0" * 15 + "+00:00", str(ID)]))
+
+
 def test_the_range_edges_of_a_cursor() -> None:
     assert pagination.decode(_cursor(["2000-01-01T00:00:00+00:00", str(ID)]))[0].year == 2000
     assert pagination.decode(_cursor(["2099-12-31T23:59:59+00:00", str(ID)]))[0].year == 2099
@@ -175,3 +207,11 @@ def test_what_blocks_a_send() -> None:
     assert suppressions.blocks({"unsubscribe", "manual"}, critical=True) == "manual"
     assert suppressions.blocks({"unsubscribe", "manual"}, critical=False) == "manual"  # the first by name
     assert suppressions.blocks(set(), critical=True) is None
+
+
+def test_an_illegal_transition_says_which() -> None:
+    from notify_core import states
+
+    with pytest.raises(states.IllegalTransition, match=r"^\['sent', 'cancelled'\] -> queued is not allowed$"):
+        states.check(["sent", "cancelled"], "queued")
+    assert states.check(["pending", "retrying"], "queued") == ("pending", "retrying")

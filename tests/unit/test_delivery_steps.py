@@ -39,13 +39,13 @@ ROW = Claim(
 
 
 class Ticks:
-    """A clock that advances 0.25 s per reading: every send lasts exactly 250 ms."""
+    """A clock that advances 1.5 s per reading: every send lasts exactly 1,500 ms."""
 
     def __init__(self) -> None:
         self.t = 100.0
 
     def __call__(self) -> float:
-        self.t += 0.25
+        self.t += 1.5
         return self.t
 
 
@@ -98,7 +98,7 @@ def test_a_send_carries_the_next_attempt_number_and_the_receipt() -> None:
     c.provider.script[ROW.id] = [Receipt("pm-1", {"status": 202})]
     outcome = send(ROW, c.ctx)
     assert outcome == expected(
-        "sent", attempt=3, duration_ms=250, provider_message_id="pm-1", provider_response={"status": 202}
+        "sent", attempt=3, duration_ms=1500, provider_message_id="pm-1", provider_response={"status": 202}
     )
     (message,) = c.provider.messages
     assert (message.notification_id, message.tenant_id, message.attempt) == (ROW.id, TENANT, 3)
@@ -114,7 +114,7 @@ def test_a_permanent_error_fails_with_the_error_its_code_and_duration() -> None:
         attempt=3,
         error="http_400: bad address",
         error_code="http_400",
-        duration_ms=250,
+        duration_ms=1500,
         permanent=True,
         reason="permanent_error",
     )
@@ -124,7 +124,7 @@ def test_a_transient_error_retries_after_the_backoff() -> None:
     c = Context()
     c.provider.script[ROW.id] = [TransientProviderError("busy", "http_503")]
     assert send(ROW, c.ctx) == expected(
-        "retry", attempt=3, error="http_503: busy", error_code="http_503", duration_ms=250, delay_s=20.0
+        "retry", attempt=3, error="http_503: busy", error_code="http_503", duration_ms=1500, delay_s=20.0
     )
     assert c.metrics == []
 
@@ -139,7 +139,7 @@ def test_an_ambiguous_error_is_counted_and_retried_or_failed_by_the_policy() -> 
         error="timeout: no answer",
         error_code="timeout",
         ambiguous=True,
-        duration_ms=250,
+        duration_ms=1500,
         delay_s=20.0,
     )
     assert c.metrics == [("AmbiguousSends", 1)]
@@ -151,7 +151,7 @@ def test_an_ambiguous_error_is_counted_and_retried_or_failed_by_the_policy() -> 
         error="timeout: no answer",
         error_code="timeout",
         ambiguous=True,
-        duration_ms=250,
+        duration_ms=1500,
         reason="ambiguous",
     )
 
@@ -165,7 +165,7 @@ def test_the_last_attempt_fails_with_max_attempts_or_ambiguous() -> None:
         attempt=5,
         error="http_503: busy",
         error_code="http_503",
-        duration_ms=250,
+        duration_ms=1500,
         reason="max_attempts",
     )
     c.provider.script[ROW.id] = [TransientProviderError("no answer", "timeout", ambiguous=True)]

@@ -20,7 +20,13 @@ from uuid import UUID
 
 from ..channels import CHANNELS
 from ..config import Settings
-from ..providers import OutgoingMessage, PermanentProviderError, Provider, TransientProviderError
+from ..providers import (
+    OutgoingMessage,
+    PermanentProviderError,
+    Provider,
+    ProviderError,
+    TransientProviderError,
+)
 from .outcomes import Outcome
 
 if TYPE_CHECKING:  # redis is imported only where limits are configured (cold start: ~40 ms)
@@ -189,12 +195,12 @@ def _limit(ctx: BatchContext, name: str, limit: int, period_s: int) -> Decision 
         return None
 
 
-def _failed(row: Claim, attempt: int, exc: Exception, ms: int, reason: Any) -> Outcome:
+def _failed(row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any) -> Outcome:
     return row.outcome(
         "failed",
         attempt=attempt,
         error=str(exc),
-        error_code=getattr(exc, "code", None),
+        error_code=exc.code,
         duration_ms=ms,
         permanent=reason == "permanent_error",
         ambiguous=reason == "ambiguous",
