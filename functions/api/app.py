@@ -679,7 +679,7 @@ def delete_suppression(id: UUID) -> Response[str]:
 
 
 def _wants_html() -> bool:
-    accept = (app.current_event.get_header_value("accept") or "").lower()
+    accept = (app.current_event.headers.get("accept") or "").lower()
     return "text/html" in accept
 
 

@@ -24,8 +24,9 @@ def recorded() -> Iterator[Statements]:
 
     def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         text = query.as_string(self) if hasattr(query, "as_string") else str(query)
-        with lock:
-            seen.append(text)
+        if text.strip():  # the pool's liveness check sends an empty query: not a statement
+            with lock:
+                seen.append(text)
         return original(self, query, *args, **kwargs)
 
     psycopg.Cursor.execute = execute  # type: ignore[method-assign]
