@@ -34,13 +34,21 @@ def test_categories_and_preferences_round_trip(api: Api, tenant: Tenant) -> None
     assert sorted(keys) == ["orders", "security"]
     uid = user(api, timezone="Europe/Berlin")
     empty = api("GET", f"/api/v1/users/{uid}/preferences").json
-    assert empty == {"user_id": uid, "timezone": "Europe/Berlin", "channels": {}, "categories": {}, "quiet_hours": None}
+    assert empty == {
+        "user_id": uid,
+        "timezone": "Europe/Berlin",
+        "channels": {},
+        "categories": {},
+        "quiet_hours": None,
+    }
     body = {
         "channels": {"sms": False},
         "categories": {"orders": {"channels": {"email": False}}},
         "quiet_hours": {"start": "22:00", "end": "07:00", "days": ["fri", "sat"]},
     }
-    assert prefs(api, uid, body).json["categories"] == {"orders": {"enabled": None, "channels": {"email": False}}}
+    assert prefs(api, uid, body).json["categories"] == {
+        "orders": {"enabled": None, "channels": {"email": False}}
+    }
     patched = prefs(api, uid, {"channels": {"sms": None, "push": False}, "quiet_hours": None}, "PATCH").json
     assert patched["channels"] == {"push": False} and patched["quiet_hours"] is None
     assert patched["categories"]["orders"]["channels"] == {"email": False}
@@ -81,7 +89,11 @@ def test_ingest_refuses_what_preferences_and_suppressions_block(api: Api) -> Non
     assert api("POST", "/api/v1/notifications", {**sms, "category": "security"}).status == 202  # critical
     # a suppressed address: refused, whatever the category, but critical passes an unsubscribe
     email = {"channel": "email", "payload": {"to": "Bob@Example.com", "subject": "s", "body": "b"}}
-    made = api("POST", "/api/v1/suppressions", {"channel": "email", "address": "bob@example.com", "reason": "unsubscribe"})
+    made = api(
+        "POST",
+        "/api/v1/suppressions",
+        {"channel": "email", "address": "bob@example.com", "reason": "unsubscribe"},
+    )
     assert made.status == 201
     refused = api("POST", "/api/v1/notifications", email)
     assert refused.status == 422 and refused.error["details"][0] == {
@@ -89,12 +101,21 @@ def test_ingest_refuses_what_preferences_and_suppressions_block(api: Api) -> Non
         "message": "unsubscribe: the address is suppressed",
     }
     assert api("POST", "/api/v1/notifications", {**email, "category": "security"}).status == 202
-    api("POST", "/api/v1/suppressions", {"channel": "email", "address": "bob@example.com", "reason": "hard_bounce"})
+    api(
+        "POST",
+        "/api/v1/suppressions",
+        {"channel": "email", "address": "bob@example.com", "reason": "hard_bounce"},
+    )
     assert api("POST", "/api/v1/notifications", {**email, "category": "security"}).status == 422
     # nothing half-created in a batch: the blocked item has an error, the other is stored
-    batch = api("POST", "/api/v1/notifications/batch", {"notifications": [email, {**sms, "category": "security"}]})
+    batch = api(
+        "POST", "/api/v1/notifications/batch", {"notifications": [email, {**sms, "category": "security"}]}
+    )
     assert batch.status == 207
-    assert [("error" in r, r.get("status")) for r in batch.json["results"]] == [(True, None), (False, "queued")]
+    assert [("error" in r, r.get("status")) for r in batch.json["results"]] == [
+        (True, None),
+        (False, "queued"),
+    ]
 
 
 def test_quiet_hours_hold_at_ingest(api: Api) -> None:
@@ -109,22 +130,45 @@ def test_quiet_hours_hold_at_ingest(api: Api) -> None:
     assert held.status == 202 and held.json["status"] == "scheduled"
     until = datetime.fromisoformat(held.json["next_attempt_at"])
     assert timedelta(hours=1, minutes=58) < until - now <= timedelta(hours=2)
-    critical = api("POST", "/api/v1/notifications",
-                   {"user_id": uid, "channel": "sms", "payload": {"body": "code"}, "category": "security"})
+    critical = api(
+        "POST",
+        "/api/v1/notifications",
+        {"user_id": uid, "channel": "sms", "payload": {"body": "code"}, "category": "security"},
+    )
     assert critical.json["status"] == "queued"
 
 
 def test_suppressions_api(api: Api, tenant: Tenant, make_tenant: Any, make_api: Any) -> None:
-    a = api("POST", "/api/v1/suppressions", {"channel": "sms", "address": "+14155550100", "reason": "sms_stop"})
+    a = api(
+        "POST", "/api/v1/suppressions", {"channel": "sms", "address": "+14155550100", "reason": "sms_stop"}
+    )
     assert a.status == 201 and a.json["address"] == "+14155550100"
-    b = api("POST", "/api/v1/suppressions", {"channel": "email", "address": "ADA@example.com", "reason": "manual",
-                                             "note": "asked"})
+    b = api(
+        "POST",
+        "/api/v1/suppressions",
+        {"channel": "email", "address": "ADA@example.com", "reason": "manual", "note": "asked"},
+    )
     assert b.json["address"] == "ada@example.com"
-    assert api("POST", "/api/v1/suppressions", {"channel": "email", "address": "ada@example.com",
-                                                "reason": "manual"}).status == 409
-    assert api("POST", "/api/v1/suppressions", {"channel": "sms", "address": "not-a-phone",
-                                                "reason": "manual"}).status == 422
-    assert api("POST", "/api/v1/suppressions", {"channel": "email", "address": "a@b.co", "reason": "bored"}).status == 422
+    assert (
+        api(
+            "POST",
+            "/api/v1/suppressions",
+            {"channel": "email", "address": "ada@example.com", "reason": "manual"},
+        ).status
+        == 409
+    )
+    assert (
+        api(
+            "POST", "/api/v1/suppressions", {"channel": "sms", "address": "not-a-phone", "reason": "manual"}
+        ).status
+        == 422
+    )
+    assert (
+        api(
+            "POST", "/api/v1/suppressions", {"channel": "email", "address": "a@b.co", "reason": "bored"}
+        ).status
+        == 422
+    )
     by_reason = api("GET", "/api/v1/suppressions", query={"reason": "sms_stop"}).json["data"]
     assert [s["id"] for s in by_reason] == [a.json["id"]]
     by_address = api("GET", "/api/v1/suppressions", query={"address": "Ada@Example.com"}).json["data"]
@@ -136,9 +180,14 @@ def test_suppressions_api(api: Api, tenant: Tenant, make_tenant: Any, make_api: 
     assert api("DELETE", f"/api/v1/suppressions/{a.json['id']}").status == 204
     assert api("DELETE", f"/api/v1/suppressions/{a.json['id']}").status == 404
     with psycopg.connect(get_settings().database_url) as conn:
-        actions = [r[0] for r in conn.execute(
-            "SELECT action FROM audit_events WHERE tenant_id = %s AND target_type = 'suppression'"
-            " ORDER BY created_at", (tenant.id,))]
+        actions = [
+            r[0]
+            for r in conn.execute(
+                "SELECT action FROM audit_events WHERE tenant_id = %s AND target_type = 'suppression'"
+                " ORDER BY created_at",
+                (tenant.id,),
+            )
+        ]
     assert actions == ["suppression.create", "suppression.create", "suppression.delete"]
 
 
@@ -158,12 +207,16 @@ def test_message_fans_out_with_routing_and_skipped_reasons(api: Api) -> None:
     prefs(api, opted_out, {"categories": {"orders": {"channels": {"email": False}}}})
     suppressed = user(api, email="gone@example.com", phone="+14155550199")
     api("POST", "/api/v1/suppressions", {"channel": "sms", "address": "+14155550199", "reason": "sms_stop"})
-    reply = message(api, to=[{"external_id": "crm-ada"}, no_phone, opted_out, suppressed, {"external_id": "nobody"}],
-                    channels=["email", "sms", "push"])
+    reply = message(
+        api,
+        to=[{"external_id": "crm-ada"}, no_phone, opted_out, suppressed, {"external_id": "nobody"}],
+        channels=["email", "sms", "push"],
+    )
     assert reply.status == 202, reply.raw
     got = {(n["user_id"], n["channel"]): n["status"] for n in reply.json["notifications"]}
     assert got == {
-        (ada, "email"): "queued", (ada, "sms"): "queued",
+        (ada, "email"): "queued",
+        (ada, "sms"): "queued",
         (no_phone, "email"): "queued",
         (opted_out, "sms"): "queued",
         (suppressed, "email"): "queued",
@@ -171,9 +224,12 @@ def test_message_fans_out_with_routing_and_skipped_reasons(api: Api) -> None:
     skipped = {(s["user_id"], s["channel"], s["reason"]) for s in reply.json["skipped"]}
     assert skipped == {
         (ada, "push", "no_contact"),
-        (no_phone, "sms", "no_contact"), (no_phone, "push", "no_contact"),
-        (opted_out, "email", "preference"), (opted_out, "push", "no_contact"),
-        (suppressed, "sms", "suppressed"), (suppressed, "push", "no_contact"),
+        (no_phone, "sms", "no_contact"),
+        (no_phone, "push", "no_contact"),
+        (opted_out, "email", "preference"),
+        (opted_out, "push", "no_contact"),
+        (suppressed, "sms", "suppressed"),
+        (suppressed, "push", "no_contact"),
         (None, None, "unknown_user"),
     }
     # each notification records the message and the template; the payload is rendered
@@ -185,7 +241,10 @@ def test_message_fans_out_with_routing_and_skipped_reasons(api: Api) -> None:
     assert one["payload"]["subject"] == "Order A-1 shipped" and one["category"] == "orders"
     # routing first: per user the first channel taken; the category's default channels when none given
     first = message(api, to=[ada, opted_out], routing="first")
-    assert {(n["user_id"], n["channel"]) for n in first.json["notifications"]} == {(ada, "email"), (opted_out, "sms")}
+    assert {(n["user_id"], n["channel"]) for n in first.json["notifications"]} == {
+        (ada, "email"),
+        (opted_out, "sms"),
+    }
     assert [(s["user_id"], s["channel"], s["reason"]) for s in first.json["skipped"]] == [
         (opted_out, "email", "preference")
     ]
@@ -193,7 +252,9 @@ def test_message_fans_out_with_routing_and_skipped_reasons(api: Api) -> None:
     variants = [v for v in SHIPPED["variants"] if v["channel"] != "push"]
     api("PUT", "/api/v1/templates/order-shipped", {"name": "x", "category": "orders", "variants": variants})
     no_variant = message(api, to=[ada], channels=["push"])
-    assert no_variant.json["skipped"] == [{"user_id": ada, "external_id": None, "channel": "push", "reason": "no_variant"}]
+    assert no_variant.json["skipped"] == [
+        {"user_id": ada, "external_id": None, "channel": "push", "reason": "no_variant"}
+    ]
 
 
 def test_message_is_one_insert_and_idempotent(api: Api, tenant: Tenant) -> None:
@@ -210,7 +271,9 @@ def test_message_is_one_insert_and_idempotent(api: Api, tenant: Tenant) -> None:
     other = message(api, to=ids[:3], channels=["email"], idempotency_key="shipped-100")
     assert other.status == 409 and other.error["code"] == "idempotency_mismatch"
     with psycopg.connect(get_settings().database_url) as conn:
-        count = conn.execute("SELECT count(*) FROM notifications WHERE message_id = %s", (first.json["id"],)).fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM notifications WHERE message_id = %s", (first.json["id"],)
+        ).fetchone()
     assert count == (200,)
 
 
@@ -225,8 +288,12 @@ def test_message_bad_input(api: Api, tenant: Tenant, make_tenant: Any, make_api:
         return reply.error["details"]
 
     assert refused(to=[str(uuid.uuid4()) for _ in range(101)], channels=["sms"])[0]["field"] == "to"
-    assert refused(to=[uid, uid], channels=["sms"]) == [{"field": "to[1]", "message": "the same user is listed twice"}]
-    assert refused(to=[uid, stranger], channels=["sms"]) == [{"field": "to[1]", "message": "no user with this id"}]
+    assert refused(to=[uid, uid], channels=["sms"]) == [
+        {"field": "to[1]", "message": "the same user is listed twice"}
+    ]
+    assert refused(to=[uid, stranger], channels=["sms"]) == [
+        {"field": "to[1]", "message": "no user with this id"}
+    ]
     assert refused(to=[uid], channels=["sms"], template="nope")[0]["field"] == "template"
     assert refused(to=[uid], channels=["sms"], category="nope")[0]["field"] == "category"
     assert refused(to=[uid])[0]["field"] == "channels"  # no channels and no category defaults

@@ -47,7 +47,9 @@ def browser(method: str, path: str, body: str | None = None) -> dict[str, Any]:
     headers = {"Accept": "text/html,application/xhtml+xml"}
     if body is not None:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-    reply = handler(rest_event(method, path, headers=headers, body=body), LambdaContext("ApiFunction", 512, 25))
+    reply = handler(
+        rest_event(method, path, headers=headers, body=body), LambdaContext("ApiFunction", 512, 25)
+    )
     reply["headers"] = {k: v[-1] for k, v in (reply.get("multiValueHeaders") or {}).items()}
     return reply
 
@@ -62,7 +64,9 @@ def test_one_click_unsubscribe_from_the_sent_header(api: Api, pipeline: Pipeline
     path, headers = link_of(pipeline)
     # Then it carried RFC 8058's headers, the link on PUBLIC_BASE_URL
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert path.startswith("/u/") and headers["List-Unsubscribe"].startswith(f"<{get_settings().public_base_url}/u/")
+    assert path.startswith("/u/") and headers["List-Unsubscribe"].startswith(
+        f"<{get_settings().public_base_url}/u/"
+    )
     # A browser sees a page with the one-click form, under a strict CSP, nothing loaded from elsewhere
     page = browser("GET", path)
     assert page["statusCode"] == 200 and page["headers"]["Content-Type"].startswith("text/html")
@@ -74,16 +78,27 @@ def test_one_click_unsubscribe_from_the_sent_header(api: Api, pipeline: Pipeline
     assert shown.json == {"done": False, "scope": "category", "category": "orders", "email": None}
     assert api("GET", f"/api/v1/users/{uid}/preferences").json["categories"] == {}
     # When the mail client posts the one-click form (no API key)
-    done = api("POST", path, raw="List-Unsubscribe=One-Click", key=None,
-               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    done = api(
+        "POST",
+        path,
+        raw="List-Unsubscribe=One-Click",
+        key=None,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert done.status == 200 and done.json["done"] is True
     assert api("POST", path, key=None).status == 200  # idempotent
     # Then orders are off on email for that user, audited as the system
     assert api("GET", f"/api/v1/users/{uid}/preferences").json["categories"] == {
         "orders": {"enabled": None, "channels": {"email": False}}
     }
-    assert api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "email", "payload": EMAIL,
-                                                 "category": "orders"}).status == 422
+    assert (
+        api(
+            "POST",
+            "/api/v1/notifications",
+            {"user_id": uid, "channel": "email", "payload": EMAIL, "category": "orders"},
+        ).status
+        == 422
+    )
     # and a critical email carries no unsubscribe link
     pipeline.stub.reset()
     send_email(api, uid, "security")
@@ -92,7 +107,9 @@ def test_one_click_unsubscribe_from_the_sent_header(api: Api, pipeline: Pipeline
 
 
 def test_unsubscribe_without_a_user_suppresses_the_address(api: Api, pipeline: Pipeline) -> None:
-    reply = api("POST", "/api/v1/notifications", {"channel": "email", "payload": {**EMAIL, "to": "Zed@example.com"}})
+    reply = api(
+        "POST", "/api/v1/notifications", {"channel": "email", "payload": {**EMAIL, "to": "Zed@example.com"}}
+    )
     assert reply.status == 202
     pipeline.drain_sender()
     path, _ = link_of(pipeline)
@@ -132,11 +149,17 @@ def test_a_later_opt_out_and_a_suppression_end_suppressed_at_send(api: Api, pipe
     opted = send_email(api, uid, "orders")
     critical = send_email(api, bob, "security")
     unsubscribed = send_email(api, bob, "orders")
-    sms = api("POST", "/api/v1/notifications", {"user_id": bob, "channel": "sms", "payload": {"body": "hi"}}).json["id"]
+    sms = api(
+        "POST", "/api/v1/notifications", {"user_id": bob, "channel": "sms", "payload": {"body": "hi"}}
+    ).json["id"]
     # after ingest: Ada turns orders off on email; Bob's phone sends STOP and he unsubscribes by email
     prefs(api, uid, {"categories": {"orders": {"channels": {"email": False}}}})
     api("POST", "/api/v1/suppressions", {"channel": "sms", "address": "+14155550111", "reason": "sms_stop"})
-    api("POST", "/api/v1/suppressions", {"channel": "email", "address": "bob@example.com", "reason": "unsubscribe"})
+    api(
+        "POST",
+        "/api/v1/suppressions",
+        {"channel": "email", "address": "bob@example.com", "reason": "unsubscribe"},
+    )
     pipeline.drain_sender()
 
     def outcome(nid: str) -> tuple[str, str | None]:
@@ -155,7 +178,10 @@ def test_quiet_hours_hold_a_send_until_the_window_ends(api: Api, pipeline: Pipel
     nid = send_email(api, uid)
     # after ingest, quiet hours start that cover now (in New York)
     local = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
-    start, end = (local - timedelta(minutes=30)).strftime("%H:%M"), (local + timedelta(hours=3)).strftime("%H:%M")
+    start, end = (
+        (local - timedelta(minutes=30)).strftime("%H:%M"),
+        (local + timedelta(hours=3)).strftime("%H:%M"),
+    )
     prefs(api, uid, {"quiet_hours": {"start": start, "end": end}})
     pipeline.drain_sender()
     row = pipeline.row(nid)
@@ -178,21 +204,31 @@ def _batch(api: Api, tenant: Tenant, n: int) -> list[Incoming]:
     for i in range(n):
         kind = i % 4
         uid = user(api, email=f"u{uuid.uuid4().hex[:8]}@example.com", timezone="Europe/Berlin")
-        body = {"user_id": uid, "channel": "email", "provider": "console", "payload": EMAIL, "category": "orders"}
+        body = {
+            "user_id": uid,
+            "channel": "email",
+            "provider": "console",
+            "payload": EMAIL,
+            "category": "orders",
+        }
         reply = api("POST", "/api/v1/notifications", body)
         assert reply.status == 202, reply.raw
         ids.append(reply.json["id"])
         if kind == 1:  # quiet hours that began after ingest
             local = datetime.now(UTC).astimezone(ZoneInfo("Europe/Berlin"))
-            window = {"start": (local - timedelta(hours=1)).strftime("%H:%M"),
-                      "end": (local + timedelta(hours=2)).strftime("%H:%M")}
+            window = {
+                "start": (local - timedelta(hours=1)).strftime("%H:%M"),
+                "end": (local + timedelta(hours=2)).strftime("%H:%M"),
+            }
             prefs(api, uid, {"quiet_hours": window})
         if kind == 2:
             prefs(api, uid, {"categories": {"orders": {"enabled": False}}})
         if kind == 3:
             email = api("GET", f"/api/v1/users/{uid}").json["email"]
             api("POST", "/api/v1/suppressions", {"channel": "email", "address": email, "reason": "complaint"})
-    return [Incoming(f"m{i}", QueueMessage(id=uuid.UUID(nid), tenant_id=tenant.id)) for i, nid in enumerate(ids)]
+    return [
+        Incoming(f"m{i}", QueueMessage(id=uuid.UUID(nid), tenant_id=tenant.id)) for i, nid in enumerate(ids)
+    ]
 
 
 def test_a_batch_of_10_and_a_batch_of_100_issue_the_same_statements(
@@ -210,13 +246,15 @@ def test_a_batch_of_10_and_a_batch_of_100_issue_the_same_statements(
         with recorded() as statements:
             original = store.prefetch
 
-            def prefetch(rows: Any, original: Any = original, statements: Any = statements) -> Any:
+            def prefetch(
+                rows: Any, original: Any = original, statements: Any = statements, spans: Any = spans
+            ) -> Any:
                 before = len(statements)
                 out = original(rows)
                 spans.append((before, len(statements)))
                 return out
 
-            store.prefetch = prefetch  # type: ignore[method-assign]
+            store.prefetch = prefetch
             deps = Deps.production()
             deps.store = store
             report = deliver(batch, Deadline(25_000), deps)

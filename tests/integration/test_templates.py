@@ -30,7 +30,12 @@ SHIPPED: dict[str, Any] = {
         },
         {"channel": "email", "subject": "[default] {{ order.id }}", "body": "Default {{ name }}"},
         {"channel": "sms", "locale": "en", "body": "Order {{ order.id }} shipped"},
-        {"channel": "push", "title": "Shipped", "body": "{{ order.id }}", "data": {"order": "{{ order.id }}"}},
+        {
+            "channel": "push",
+            "title": "Shipped",
+            "body": "{{ order.id }}",
+            "data": {"order": "{{ order.id }}"},
+        },
     ],
 }
 DATA = {"name": "<Ada>", "order": {"id": "A-1"}, "items": ["book", "pen"]}
@@ -66,14 +71,22 @@ def test_versions_archive_and_audit(api: Api, tenant: Tenant) -> None:
     assert api("GET", "/api/v1/templates/order-shipped").status == 404
     assert api("DELETE", "/api/v1/templates/order-shipped").status == 404
     assert api("GET", "/api/v1/templates").json["data"] == []
-    refused = api("POST", "/api/v1/notifications", {"channel": "sms", "template": "order-shipped", "data": DATA,
-                                                     "payload": {"to": "+14155550100"}})
+    refused = api(
+        "POST",
+        "/api/v1/notifications",
+        {"channel": "sms", "template": "order-shipped", "data": DATA, "payload": {"to": "+14155550100"}},
+    )
     assert refused.status == 422 and refused.error["details"][0]["field"] == "template"
     assert api("PUT", "/api/v1/templates/order-shipped", update).json["version"] == 3
     with psycopg.connect(db.get_settings().database_url) as conn:
-        actions = [r[0] for r in conn.execute(
-            "SELECT action FROM audit_events WHERE tenant_id = %s AND target_type = 'template'"
-            " ORDER BY created_at", (tenant.id,))]
+        actions = [
+            r[0]
+            for r in conn.execute(
+                "SELECT action FROM audit_events WHERE tenant_id = %s AND target_type = 'template'"
+                " ORDER BY created_at",
+                (tenant.id,),
+            )
+        ]
     assert actions == ["template.create", "template.update", "template.archive", "template.update"]
 
 
@@ -116,12 +129,14 @@ def test_template_bad_input_is_a_clear_422(api: Api) -> None:
     (detail,) = refused({**SHIPPED, "variants": [{"channel": "sms", "body": "{% include 'x' %}"}]})
     assert detail["field"] == "variants[0].body"
     # an unknown locale, a part the channel does not have, a duplicate variant, an unknown category
-    assert refused({**SHIPPED, "variants": [{"channel": "sms", "locale": "xx-QQ", "body": "b"}]})[0][
-        "field"
-    ] == "variants[0].locale"
-    assert "no subject" in refused({**SHIPPED, "variants": [{"channel": "sms", "subject": "s", "body": "b"}]})[0][
-        "message"
-    ]
+    assert (
+        refused({**SHIPPED, "variants": [{"channel": "sms", "locale": "xx-QQ", "body": "b"}]})[0]["field"]
+        == "variants[0].locale"
+    )
+    assert (
+        "no subject"
+        in refused({**SHIPPED, "variants": [{"channel": "sms", "subject": "s", "body": "b"}]})[0]["message"]
+    )
     two = [{"channel": "sms", "body": "a"}, {"channel": "sms", "body": "b"}]
     assert refused({**SHIPPED, "variants": two})[0]["field"] == "variants"
     assert refused({**SHIPPED, "category": "nope"})[0]["field"] == "category"
@@ -131,45 +146,92 @@ def test_rendered_at_ingest_with_strict_variables_and_limits(api: Api) -> None:
     make_template(api)
     uid = user(api, locale="pt-BR")
     # the user's locale picks the variant; the notification records the template and version
-    reply = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "email", "template": "order-shipped",
-                                                  "data": DATA})
+    reply = api(
+        "POST",
+        "/api/v1/notifications",
+        {"user_id": uid, "channel": "email", "template": "order-shipped", "data": DATA},
+    )
     assert reply.status == 202, reply.raw
     body = reply.json
     assert (body["template_key"], body["template_version"]) == ("order-shipped", 1)
     assert body["payload"] == {"to": "ada@example.com", "subject": "Pedido A-1 enviado", "body": "Olá <Ada>"}
     # the request's locale wins over the user's
-    en = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "email", "template": "order-shipped",
-                                               "data": DATA, "locale": "en"})
+    en = api(
+        "POST",
+        "/api/v1/notifications",
+        {"user_id": uid, "channel": "email", "template": "order-shipped", "data": DATA, "locale": "en"},
+    )
     assert en.json["payload"]["subject"] == "Order A-1 shipped"
     # an undefined variable names itself
-    missing = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "order-shipped",
-                                                    "data": {"name": "x"}})
+    missing = api(
+        "POST",
+        "/api/v1/notifications",
+        {"user_id": uid, "channel": "sms", "template": "order-shipped", "data": {"name": "x"}},
+    )
     assert missing.status == 422
     assert missing.error["details"] == [
         {"field": "data.order", "message": "is undefined (used by the template's body)"}
     ]
-    nested = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "order-shipped",
-                                                   "data": {"order": {}}})
+    nested = api(
+        "POST",
+        "/api/v1/notifications",
+        {"user_id": uid, "channel": "sms", "template": "order-shipped", "data": {"order": {}}},
+    )
     assert nested.error["details"][0]["field"] == "data.order.id"
     # a render over the SMS limit, an unknown template, content in the payload beside a template
-    long = api("POST", "/api/v1/templates", {"key": "long", "name": "Long",
-                                             "variants": [{"channel": "sms", "body": "{% for i in (1..500) %}xxxx{% endfor %}"}]})
+    long = api(
+        "POST",
+        "/api/v1/templates",
+        {
+            "key": "long",
+            "name": "Long",
+            "variants": [{"channel": "sms", "body": "{% for i in (1..500) %}xxxx{% endfor %}"}],
+        },
+    )
     assert long.status == 201
-    too_long = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "long", "data": {}})
+    too_long = api(
+        "POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "long", "data": {}}
+    )
     assert too_long.status == 422 and too_long.error["details"][0]["field"] == "payload.body"
-    loop = api("POST", "/api/v1/templates", {"key": "loop", "name": "Loop",
-                                             "variants": [{"channel": "sms", "body": "{% for i in (1..100000) %}{% endfor %}x"}]})
+    loop = api(
+        "POST",
+        "/api/v1/templates",
+        {
+            "key": "loop",
+            "name": "Loop",
+            "variants": [{"channel": "sms", "body": "{% for i in (1..100000) %}{% endfor %}x"}],
+        },
+    )
     assert loop.status == 201
-    looped = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "loop", "data": {}})
+    looped = api(
+        "POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "loop", "data": {}}
+    )
     assert looped.status == 422 and "loop iteration limit" in looped.error["details"][0]["message"]
-    unknown = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "nope", "data": {}})
+    unknown = api(
+        "POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "nope", "data": {}}
+    )
     assert unknown.status == 422 and unknown.error["details"][0]["field"] == "template"
-    content = api("POST", "/api/v1/notifications", {"user_id": uid, "channel": "sms", "template": "order-shipped",
-                                                    "data": DATA, "payload": {"body": "x"}})
+    content = api(
+        "POST",
+        "/api/v1/notifications",
+        {
+            "user_id": uid,
+            "channel": "sms",
+            "template": "order-shipped",
+            "data": DATA,
+            "payload": {"body": "x"},
+        },
+    )
     assert content.status == 422 and content.error["details"][0]["field"] == "payload.body"
-    no_push = api("POST", "/api/v1/templates", {"key": "smsonly", "name": "S",
-                                                "variants": [{"channel": "sms", "body": "x"}]})
+    no_push = api(
+        "POST",
+        "/api/v1/templates",
+        {"key": "smsonly", "name": "S", "variants": [{"channel": "sms", "body": "x"}]},
+    )
     assert no_push.status == 201
-    no_variant = api("POST", "/api/v1/notifications", {"channel": "push", "template": "smsonly", "data": {},
-                                                       "payload": {"token": "t"}})
+    no_variant = api(
+        "POST",
+        "/api/v1/notifications",
+        {"channel": "push", "template": "smsonly", "data": {}, "payload": {"token": "t"}},
+    )
     assert no_variant.status == 422 and "no push variant" in no_variant.error["details"][0]["message"]
