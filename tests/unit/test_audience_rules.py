@@ -290,3 +290,51 @@ def test_headers_only_for_non_critical_email() -> None:
     assert headers(AudienceView(critical={(tenant, "orders")}), row, Settings()) == {}
     sms = Claim(uuid.uuid4(), tenant, None, "sms", "twilio", {"to": "+14155550100"}, 0, 5)
     assert headers(None, sms, Settings()) == {}
+
+
+# ---------------------------------------------------------------- the document
+
+
+def test_every_audience_route_is_documented_with_examples() -> None:
+    import json as _json
+
+    from notify_local.lambda_env import LambdaContext, load_handler, rest_event
+
+    handler = load_handler("functions/api/", "app.handler")
+    reply = handler(
+        rest_event("GET", "/swagger", query={"format": "json"}), LambdaContext("ApiFunction", 512, 25)
+    )
+    document = _json.loads(reply["body"])
+    schemas = document["components"]["schemas"]
+    for name in (
+        "TemplateCreate",
+        "TemplateUpdate",
+        "PreviewRequest",
+        "CategoryCreate",
+        "Preferences",
+        "PreferencesPatch",
+        "MessageCreate",
+        "SuppressionCreate",
+        "NotificationCreate",
+    ):
+        assert schemas[name]["examples"], name
+    paths = document["paths"]
+    for path in (
+        "/api/v1/templates",
+        "/api/v1/templates/{key}",
+        "/api/v1/templates/{key}/preview",
+        "/api/v1/categories",
+        "/api/v1/users/{id}/preferences",
+        "/api/v1/messages",
+        "/api/v1/messages/{id}",
+        "/api/v1/suppressions",
+        "/api/v1/suppressions/{id}",
+        "/u/{token}",
+    ):
+        assert path in paths, path
+    # one-click unsubscribe: public, and truthful about its HTML beside the JSON
+    for method in ("get", "post"):
+        op = paths["/u/{token}"][method]
+        assert "security" not in op
+        assert set(op["responses"]["200"]["content"]) == {"application/json", "text/html"}
+        assert set(op["responses"]["404"]["content"]) == {"application/json", "text/html"}
