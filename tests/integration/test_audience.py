@@ -296,7 +296,10 @@ def test_message_bad_input(api: Api, tenant: Tenant, make_tenant: Any, make_api:
     ]
     assert refused(to=[uid], channels=["sms"], template="nope")[0]["field"] == "template"
     assert refused(to=[uid], channels=["sms"], category="nope")[0]["field"] == "category"
-    assert refused(to=[uid])[0]["field"] == "channels"  # no channels and no category defaults
+    assert refused(to=[uid])[0]["field"] == "channels"
+    assert (
+        refused(to=[uid], channels=["sms"], locale="zz-ZZ")[0]["field"] == "locale"
+    )  # no channels and no category defaults
     assert refused(to=[uid], channels=["sms"], data={"name": "x"})[0]["field"] == "data.order"
     with psycopg.connect(get_settings().database_url) as conn:
         found = conn.execute("SELECT count(*) FROM messages WHERE tenant_id = %s", (tenant.id,)).fetchone()

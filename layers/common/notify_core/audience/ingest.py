@@ -135,6 +135,11 @@ def render_item(item: _Prepared, view: View) -> None:
     template = view.templates.get(req.template)
     if template is None:
         raise ValidationFailed.field("template", f"no template {req.template!r} (or it is archived)")
+    if req.locale is not None:
+        try:
+            templates.canonical_locale(req.locale)
+        except ValueError as exc:
+            raise ValidationFailed.field("locale", str(exc)) from exc
     user = view.users.get(req.user_id) if req.user_id else None
     wanted = req.locale or (user or {}).get("locale") or view.default_locale
     variant = templates.choose_variant(template["variants"], req.channel, wanted, view.default_locale)

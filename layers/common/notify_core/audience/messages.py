@@ -76,6 +76,11 @@ class MessageCreate(BaseModel):
     send_at: Instant | None = None
     idempotency_key: IdempotencyKey | None = None
 
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        return None if value is None else templates.canonical_locale(value)
+
     @field_validator("channels")
     @classmethod
     def _distinct(cls, value: list[str] | None) -> list[str] | None:

@@ -241,6 +241,11 @@ class PreviewRequest(BaseModel):
         default=None, description="An older version; the latest when omitted"
     )
 
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_locale(value)
+
 
 class Preview(BaseModel):
     key: str
