@@ -73,7 +73,7 @@ PARTS: dict[str, dict[str, tuple[bool, Environment]]] = {
 }
 
 
-@functools.lru_cache(maxsize=2048)
+@functools.lru_cache(maxsize=512)  # parsed templates per container (sources ≤ 100 kB each)
 def compile_part(source: str, html: bool) -> BoundTemplate:
     """Parse once per container and source (LiquidSyntaxError when malformed)."""
     return (HTML if html else TEXT).from_string(source)
