@@ -12,7 +12,12 @@ Prints, each figure the median of --rounds batches with the range over them:
   SenderMaxConcurrency) with batches of 10, over the same messages at the same latency
   (`baseline_msgs_per_s`, `msgs_per_s`, `speedup`).
 
-    .venv/bin/python -m bench.deliver [--batch-size N --provider-ms M] [--rounds 5]
+With --audience (issue 10) every notification goes through the audience's steps doing real work:
+it belongs to a user with preferences and quiet hours (outside the window), in a non-critical
+category (so each email gets a signed List-Unsubscribe link), with suppressions on other addresses
+in the table; target at N = 10, M = 100: ≤ 1.2.
+
+    .venv/bin/python -m bench.deliver [--batch-size N --provider-ms M] [--rounds 5] [--audience]
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def main() -> None:
     parser.add_argument("--provider-ms", type=int)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline-messages", type=int, default=200)
+    parser.add_argument(
+        "--audience", action="store_true", help="users, preferences, categories, suppressions"
+    )
     args = parser.parse_args()
     sizes = [args.batch_size] if args.batch_size else [10, 50, 100]
     latencies = [args.provider_ms] if args.provider_ms else [50, 100, 500]
@@ -55,15 +63,28 @@ def main() -> None:
         os.environ.update(stub.env())
         tenant = auth.create_tenant("bench")
         arn = box.stack.queues["NotificationsQueue"].arn
+        audience_users = audience_setup(tenant, max(sizes)) if args.audience else []
+        serial = iter(range(10**9))
 
         def batch(
-            n: int, channel: str = "email", payload: dict[str, Any] | None = None
+            n: int, channel: str = "email", payload: dict[str, Any] | None = None, audience: bool = False
         ) -> list[dict[str, Any]]:
             """n notifications stored and enqueued by the real ingest; the sender's event built from them."""
-            items = [
+            items: list[dict[str, Any]] = [
                 {"channel": channel, "payload": payload or {**PAYLOAD, "to": f"u{i}@example.com"}}
                 for i in range(n)
             ]
+            if audience:
+                # audience: each to a user (the address from the user), in a category
+                items = [
+                    {
+                        "channel": channel,
+                        "payload": PAYLOAD,
+                        "category": "orders",
+                        "user_id": str(audience_users[next(serial) % len(audience_users)]),
+                    }
+                    for _ in range(n)
+                ]
             outcomes = notifications.create(tenant, items)
             assert all(o.error is None for o in outcomes)
             return [message(o.notification.id) for o in outcomes]
@@ -90,12 +111,28 @@ def main() -> None:
             for ms in latencies:
                 stub.configure("sendgrid", delay_ms=ms)
                 invoke(batch(n))  # warm-up: provider client, pool, Redis, threads
-                walls = [invoke(batch(n)) * 1000 / ms for _ in range(args.rounds)]
+                if args.audience:  # the same batches without and with the audience's work, alternating
+                    invoke(batch(n, audience=True))
+                    plain, walls = [], []
+                    for _ in range(args.rounds):
+                        plain.append(invoke(batch(n)) * 1000 / ms)
+                        walls.append(invoke(batch(n, audience=True)) * 1000 / ms)
+                    result["multiple_without_audience"] = round(statistics.median(plain), 3)
+                    print(
+                        f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms, no audience work: "
+                        f"{spread(plain, 'x')} the provider time"
+                    )
+                else:
+                    walls = [invoke(batch(n)) * 1000 / ms for _ in range(args.rounds)]
                 result["multiple"][f"{n}x{ms}ms"] = round(statistics.median(walls), 3)
+                label = ", audience steps working" if args.audience else ""
                 print(
-                    f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms: {spread(walls, 'x')} the provider time"
+                    f"batch {n:3d}, {n:3d} in flight, provider {ms:3d} ms{label}: "
+                    f"{spread(walls, 'x')} the provider time"
                 )
 
+        if args.audience:
+            result["audience"] = True
         if args.batch_size or args.provider_ms:
             (result["multiple"],) = result["multiple"].values()  # one figure when one combination is asked
             print("RESULT " + json.dumps(result))
@@ -183,6 +220,44 @@ def main() -> None:
         )
         providers.reset_providers()
     print("RESULT " + json.dumps(result))
+
+
+def audience_setup(tenant: uuid.UUID, count: int) -> list[uuid.UUID]:
+    """A category, `count` users with preferences that allow email and quiet hours that do not
+    cover now, and suppressions of other addresses: what the audience steps read and decide on."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from notify_core import audit, suppressions
+    from notify_core.audience import categories, preferences
+    from notify_core.db import transaction
+    from notify_core.models import UserCreate
+    from notify_core.users import create_user
+
+    categories.create(tenant, categories.CategoryCreate(key="orders", name="Orders"), audit.SYSTEM)
+    local = datetime.now(UTC).astimezone(ZoneInfo("Europe/Berlin"))
+    quiet = {
+        "start": (local + timedelta(hours=2)).strftime("%H:%M"),
+        "end": (local + timedelta(hours=3)).strftime("%H:%M"),
+    }
+    users = []
+    for i in range(2 * count):
+        user = create_user(tenant, UserCreate(email=f"bench{i}@example.com", timezone="Europe/Berlin"))
+        preferences.replace(
+            tenant,
+            user.id,
+            {
+                "channels": {"sms": False},
+                "categories": {"orders": {"channels": {"push": False}}},
+                "quiet_hours": quiet,
+            },
+            audit.SYSTEM,
+        )
+        users.append(user.id)
+    with transaction() as conn:
+        for i in range(200):
+            suppressions.add(conn, tenant, "email", f"gone{i}@example.com", "hard_bounce")
+    return users
 
 
 if __name__ == "__main__":

@@ -415,6 +415,332 @@ def delete_dead_letter(id: UUID) -> Response[str]:
     return no_content()
 
 
+# ------------------------------------------------------------------ audience (issue 10)
+# Templates, categories, preferences, messages, suppressions and one-click unsubscribe; the domain
+# is notify_core.audience (and notify_core.suppressions).
+
+from notify_core import audit, suppressions  # noqa: E402
+from notify_core.audience import categories, messages, preferences, templates, unsubscribe  # noqa: E402
+from notify_core.audience.models import (  # noqa: E402
+    UNSUBSCRIBE_ERRORS,
+    UNSUBSCRIBE_OK,
+    Suppression,
+    SuppressionCreate,
+    SuppressionReason,
+    TemplateKey,
+)
+from notify_core.fields import Short  # noqa: E402
+from notify_core.idempotency import Created, create_once  # noqa: E402
+
+
+def _actor() -> audit.Actor:
+    return audit.Actor.api_key(principal().key_prefix, app.current_event.request_context.request_id)
+
+
+def _created(route: str, key: str | None, body: BaseModel, create: Any) -> Response[str]:
+    """Run a create once per Idempotency-Key (200 with the first reply on a replay)."""
+    created = create_once(
+        tenant_id=principal().tenant_id,
+        route=route,
+        key=key,
+        body=body.model_dump(mode="json"),
+        create=lambda: Created(HTTPStatus.CREATED, create().model_dump(mode="json")),
+    )
+    return json_response(created.status, created.body)
+
+
+@routes.post(
+    "/api/v1/templates",
+    scope="templates:write",
+    ok={201: templates.Template, 200: templates.Template},
+    errors={409: None},
+    summary="Create a template (version 1); Liquid syntax errors are a 422 with line and column",
+    tags=["templates"],
+)
+def create_template(
+    body: Annotated[templates.TemplateCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    return _created(
+        "POST /api/v1/templates",
+        idempotency_key,
+        body,
+        lambda: templates.create(principal().tenant_id, body, _actor()),
+    )
+
+
+@routes.get(
+    "/api/v1/templates",
+    scope="templates:read",
+    ok={200: Page[templates.Template]},
+    summary="List templates (latest versions), newest first",
+    tags=["templates"],
+)
+def list_templates(
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    return json_response(200, templates.list_page(principal().tenant_id, limit=limit, cursor=cursor))
+
+
+@routes.get(
+    "/api/v1/templates/<key>",
+    scope="templates:read",
+    ok={200: templates.Template},
+    summary="Read a template: the latest version, or ?version=N",
+    tags=["templates"],
+)
+def get_template(
+    key: TemplateKey, version: Annotated[QueryInt | None, Query(ge=1, le=1_000_000)] = None
+) -> Response[str]:
+    return json_response(200, templates.get(principal().tenant_id, key, version))
+
+
+@routes.put(
+    "/api/v1/templates/<key>",
+    scope="templates:write",
+    ok={200: templates.Template},
+    summary="A new version of a template (earlier versions stay readable; restores an archived one)",
+    tags=["templates"],
+)
+def update_template(key: TemplateKey, body: Annotated[templates.TemplateUpdate, Body()]) -> Response[str]:
+    return json_response(200, templates.update(principal().tenant_id, key, body, _actor()))
+
+
+@routes.delete(
+    "/api/v1/templates/<key>",
+    scope="templates:write",
+    ok={204: None},
+    summary="Archive a template (sent notifications keep their rendered content)",
+    tags=["templates"],
+)
+def archive_template(key: TemplateKey) -> Response[str]:
+    templates.archive(principal().tenant_id, key, _actor())
+    return no_content()
+
+
+@routes.post(
+    "/api/v1/templates/<key>/preview",
+    scope="templates:read",
+    ok={200: templates.Preview},
+    summary="Render a template with data, locale and channel; nothing is sent",
+    tags=["templates"],
+)
+def preview_template(key: TemplateKey, body: Annotated[templates.PreviewRequest, Body()]) -> Response[str]:
+    return json_response(200, templates.preview(principal().tenant_id, key, body))
+
+
+@routes.post(
+    "/api/v1/categories",
+    scope="preferences:write",
+    ok={201: categories.Category, 200: categories.Category},
+    errors={409: None},
+    summary="Create a category (critical ones bypass preferences and quiet hours)",
+    tags=["preferences"],
+)
+def create_category(
+    body: Annotated[categories.CategoryCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    return _created(
+        "POST /api/v1/categories",
+        idempotency_key,
+        body,
+        lambda: categories.create(principal().tenant_id, body, _actor()),
+    )
+
+
+@routes.get(
+    "/api/v1/categories",
+    scope="preferences:read",
+    ok={200: Page[categories.Category]},
+    summary="List categories, newest first",
+    tags=["preferences"],
+)
+def list_categories(
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    return json_response(200, categories.list_page(principal().tenant_id, limit=limit, cursor=cursor))
+
+
+@routes.get(
+    "/api/v1/users/<id>/preferences",
+    scope="preferences:read",
+    ok={200: preferences.UserPreferences},
+    summary="A user's preferences and quiet hours",
+    tags=["preferences"],
+)
+def get_preferences(id: UUID) -> Response[str]:
+    return json_response(200, preferences.get(principal().tenant_id, id))
+
+
+@routes.put(
+    "/api/v1/users/<id>/preferences",
+    scope="preferences:write",
+    ok={200: preferences.UserPreferences},
+    summary="Replace a user's preferences (unknown categories are a 422)",
+    tags=["preferences"],
+)
+def put_preferences(id: UUID, body: Annotated[preferences.Preferences, Body()]) -> Response[str]:
+    data = body.model_dump(mode="json", exclude_none=True)
+    return json_response(200, preferences.replace(principal().tenant_id, id, data, _actor()))
+
+
+@routes.patch(
+    "/api/v1/users/<id>/preferences",
+    scope="preferences:write",
+    ok={200: preferences.UserPreferences},
+    summary="Merge into a user's preferences (JSON Merge Patch: null removes a setting)",
+    tags=["preferences"],
+)
+def patch_preferences(id: UUID, body: Annotated[preferences.PreferencesPatch, Body()]) -> Response[str]:
+    data = body.model_dump(mode="json", exclude_unset=True)
+    return json_response(200, preferences.replace(principal().tenant_id, id, data, _actor(), patch=True))
+
+
+@routes.post(
+    "/api/v1/messages",
+    scope="messages:write",
+    ok={202: messages.MessageCreated, 200: messages.MessageCreated},
+    errors={409: None},
+    summary="Reach up to 100 users through their channels with a template (what is skipped says why)",
+    tags=["messages"],
+)
+def create_message(
+    body: Annotated[messages.MessageCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    created = messages.create(principal().tenant_id, body, idempotency_key)
+    metrics.add_metric(name="MessagesAccepted", unit="Count", value=0 if created.replayed else 1)
+    return json_response(created.status, created.body)
+
+
+@routes.get(
+    "/api/v1/messages/<id>",
+    scope="notifications:read",
+    ok={200: messages.Message},
+    summary="A message and the current status of each of its notifications",
+    tags=["messages"],
+)
+def get_message(id: UUID) -> Response[str]:
+    return json_response(200, messages.get(principal().tenant_id, id))
+
+
+@routes.get(
+    "/api/v1/suppressions",
+    scope="suppressions:read",
+    ok={200: Page[Suppression]},
+    summary="Suppressed addresses, newest first; filters channel, reason, address",
+    tags=["suppressions"],
+)
+def list_suppressions(
+    channel: Annotated[Channel | None, Query()] = None,
+    reason: Annotated[SuppressionReason | None, Query()] = None,
+    address: Annotated[Short | None, Query(max_length=4096)] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    rows, next_cursor = suppressions.list_page(
+        principal().tenant_id, limit=limit, cursor=cursor, channel=channel, reason=reason, address=address
+    )
+    return json_response(
+        200, Page[Suppression](data=[Suppression.model_validate(r) for r in rows], next_cursor=next_cursor)
+    )
+
+
+@routes.post(
+    "/api/v1/suppressions",
+    scope="suppressions:write",
+    ok={201: Suppression, 200: Suppression},
+    errors={409: None},
+    summary="Suppress an address (409 if it already is, for this reason)",
+    tags=["suppressions"],
+)
+def create_suppression(
+    body: Annotated[SuppressionCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    def create() -> Suppression:
+        row = suppressions.create(
+            principal().tenant_id, body.channel, body.address, body.reason, _actor(), body.note
+        )
+        return Suppression.model_validate(row)
+
+    return _created("POST /api/v1/suppressions", idempotency_key, body, create)
+
+
+@routes.delete(
+    "/api/v1/suppressions/<id>",
+    scope="suppressions:write",
+    ok={204: None},
+    summary="Lift a suppression",
+    tags=["suppressions"],
+)
+def delete_suppression(id: UUID) -> Response[str]:
+    suppressions.lift(principal().tenant_id, id, _actor())
+    return no_content()
+
+
+def _wants_html() -> bool:
+    accept = (app.current_event.headers.get("accept") or "").lower()
+    return "text/html" in accept
+
+
+def _page_reply(status: int, page: str) -> Response[str]:
+    return Response(
+        status,
+        "text/html; charset=utf-8",
+        page,
+        headers={"Content-Security-Policy": unsubscribe.POLICY, "X-Frame-Options": "DENY"},
+    )
+
+
+def _unsubscribe(token: str, apply: bool) -> Response[str]:
+    key = get_settings().unsubscribe_key()
+    try:
+        claims = unsubscribe.verify(token, key)
+        info = unsubscribe.apply(claims) if apply else unsubscribe.describe(claims, done=False)
+    except unsubscribe.InvalidToken as exc:
+        if _wants_html():
+            return _page_reply(404, unsubscribe.page("Link not valid", exc.message, form=False))
+        raise
+    if _wants_html():
+        return _page_reply(200, unsubscribe.confirmation_page(info))
+    return json_response(200, info)
+
+
+@routes.get(
+    "/u/<token>",
+    scope=None,
+    ok={200: UNSUBSCRIBE_OK},
+    errors={404: UNSUBSCRIBE_ERRORS},
+    summary="One-click unsubscribe: what the link does (an HTML page with its form for browsers)",
+    description=(
+        "The List-Unsubscribe link of an email (RFC 8058); no API key: the signed token is the authority."
+        " With `Accept: text/html` a minimal page (no external assets, a strict Content-Security-Policy)"
+        " with the one-click form; otherwise JSON. A forged, damaged or expired token: 404."
+    ),
+    tags=["unsubscribe"],
+)
+def get_unsubscribe(token: str) -> Response[str]:
+    return _unsubscribe(token, apply=False)
+
+
+@routes.post(
+    "/u/<token>",
+    scope=None,
+    ok={200: UNSUBSCRIBE_OK},
+    errors={404: UNSUBSCRIBE_ERRORS},
+    summary="One-click unsubscribe (RFC 8058): turns the email's category off for its user",
+    description=(
+        "Mail clients POST `List-Unsubscribe=One-Click` (application/x-www-form-urlencoded or"
+        " multipart/form-data); the body is not needed. Without a category or a user, the address is"
+        " suppressed (reason unsubscribe). Idempotent. A forged, damaged or expired token: 404."
+    ),
+    tags=["unsubscribe"],
+    media_types=("application/json", "application/x-www-form-urlencoded", "multipart/form-data"),
+)
+def post_unsubscribe(token: str) -> Response[str]:
+    return _unsubscribe(token, apply=True)
+
+
 # ------------------------------------------------------------------ entry point
 
 

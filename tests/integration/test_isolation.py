@@ -56,16 +56,60 @@ def _dead_letter(api: Api) -> dict[str, str]:
     return {"id": str(row["id"]), "notification_id": nid}
 
 
+TEMPLATE = {
+    "name": "Owner's template",
+    "variants": [
+        {"channel": "email", "locale": "en", "subject": "Hi {{ name }}", "body": "Hello {{ name }}"}
+    ],
+}
+
+
+def _template(api: Api) -> dict[str, str]:
+    reply = api("POST", "/api/v1/templates", {"key": "owner-template", **TEMPLATE})
+    assert reply.status == 201, reply.raw
+    return {"key": "owner-template"}
+
+
+def _message(api: Api) -> dict[str, str]:
+    user = api("POST", "/api/v1/users", {"email": "reader@example.com"}).json["id"]
+    api("POST", "/api/v1/templates", {"key": "owner-message", **TEMPLATE})
+    reply = api(
+        "POST",
+        "/api/v1/messages",
+        {"to": [user], "template": "owner-message", "data": {"name": "Ada"}, "channels": ["email"]},
+    )
+    assert reply.status == 202, reply.raw
+    notification = reply.json["notifications"][0]["id"]
+    return {"id": reply.json["id"], "user": user, "notification": notification, "template": "owner-message"}
+
+
+def _suppression(api: Api) -> dict[str, str]:
+    reply = api(
+        "POST",
+        "/api/v1/suppressions",
+        {"channel": "email", "address": "gone@example.com", "reason": "manual"},
+    )
+    assert reply.status == 201, reply.raw
+    return {"id": reply.json["id"]}
+
+
 FACTORIES: dict[str, Callable[[Api], dict[str, str]]] = {
     "users": _user,
     "notifications": _notification,
     "dlq": _dead_letter,
+    "templates": _template,
+    "messages": _message,
+    "suppressions": _suppression,
 }
 
 # A valid body for each route that takes one and has an id in its path: so that the call reaches
 # the tenant check instead of stopping at validation.
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/users/<id>"): {"username": "someone-else"},
+    ("PUT", "/api/v1/users/<id>/preferences"): {"channels": {"sms": False}},
+    ("PATCH", "/api/v1/users/<id>/preferences"): {"channels": {"sms": False}},
+    ("PUT", "/api/v1/templates/<key>"): TEMPLATE,
+    ("POST", "/api/v1/templates/<key>/preview"): {"channel": "email", "data": {"name": "Eve"}},
 }
 
 
@@ -87,7 +131,7 @@ def test_every_keyed_route_is_known_to_this_file() -> None:
 def test_a_key_without_the_routes_scope_is_refused(spec: Any, make_tenant: Any, make_api: Any) -> None:
     others = tuple(s for s in auth.SCOPES if s != spec.gate.scope)
     caller = make_api(make_tenant(scopes=others).key)
-    path = spec.path.replace("<id>", "00000000-0000-4000-8000-000000000000")
+    path = spec.path.replace("<id>", "00000000-0000-4000-8000-000000000000").replace("<key>", "some-key")
     reply = caller(
         spec.method, path, BODIES.get((spec.method, spec.path), {}) if spec.gate.takes_body else None
     )
@@ -169,7 +213,7 @@ def test_lists_and_stats_show_a_fresh_tenant_nothing_of_others(
         body = theirs.json
         if "data" in body:  # a list: a fresh tenant has none; the owner sees exactly its own
             assert body["data"] == [], spec.path
-            assert {row["id"] for row in mine.json["data"]} <= owned, spec.path
+            assert {row.get("id", row.get("key")) for row in mine.json["data"]} <= owned, spec.path
         if "total" in body:  # counts
             assert body["total"] == 0, spec.path
             assert mine.json["total"] == 1, spec.path

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from notify_core import dispatch, states
+from notify_core.audience.delivery import AudienceView
 from notify_core.config import Settings
 from notify_core.delivery.engine import Claimed, Deps
 from notify_core.delivery.outcomes import Outcome, columns
@@ -42,6 +43,7 @@ class Row:
     claim_id: UUID | None = None
     last_error: str | None = None
     user_id: UUID | None = None
+    category: str | None = None  # audience (issue 10)
     history: list[str] = field(default_factory=list)
 
     def move(self, to: str) -> None:
@@ -61,6 +63,7 @@ class FakeStore:
         self.down = 0  # the next `down` record() calls fail as if the database were unreachable
         self.now = now
         self.lock = threading.Lock()
+        self.audience = AudienceView()  # audience (issue 10)
 
     def add(self, **fields: Any) -> Row:
         row = Row(id=uuid.uuid4(), tenant_id=fields.pop("tenant_id", TENANT), **fields)
@@ -98,13 +101,15 @@ class FakeStore:
                         row.attempt_count,
                         row.max_attempts,
                         row.last_error,
+                        row.category,
                     )
                 elif row.status in ("queued", "retrying") and row.next_attempt_at is not None:
                     out.early[i] = (row.tenant_id, row.status, (row.next_attempt_at - now).total_seconds())
         return out
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        return {}
+        # audience (issue 10): what PgStore reads for the batch (categories, preferences, suppressions)
+        return {"audience": self.audience}
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         with self.lock:

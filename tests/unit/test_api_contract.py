@@ -19,6 +19,8 @@ from notify_core.openapi import ERRORS, operations
 from notify_local.lambda_env import LambdaContext, load_handler, rest_event
 
 PUBLIC = {("GET", "/health"), ("GET", "/swagger")}
+# audience (issue 10): one-click unsubscribe, authenticated by its signed token
+PUBLIC |= {("GET", "/u/{token}"), ("POST", "/u/{token}")}
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,7 @@ def test_the_outcome_table_is_what_the_engine_promises() -> None:
         "skipped": Rule(None),
         "early": Rule(None, requeue=True),
         "unborn": Rule(None, requeue=True, metric="MessagesBeforeTheirRow"),
+        "held": Rule("scheduled", requeue=True, metric="NotificationsHeld"),
     }
 
 

@@ -13,12 +13,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notify_core import states
+from notify_core import dispatch, states
+from notify_core.audience.delivery import AudienceView
 from notify_core.delivery import OUTCOMES, Deadline, Incoming, deliver
 from notify_core.delivery.steps import backoff_seconds
 from notify_core.providers import PermanentProviderError, TransientProviderError
 
-from .fakes import NOW, TENANT, Row, World, message, world
+from .fakes import EMAIL, NOW, TENANT, Row, World, message, world
 
 LONG = 60_000  # ms left in the invocation: plenty
 
@@ -337,7 +338,20 @@ def test_backoff_doubles_with_equal_jitter_and_is_capped() -> None:
 
 # ---------------------------------------------------------------- any sequence stays legal
 
-RESULTS = st.sampled_from(["ok", "transient", "ambiguous", "permanent", "bug", "deferred", "capped"])
+RESULTS = st.sampled_from(
+    [
+        "ok",
+        "transient",
+        "ambiguous",
+        "permanent",
+        "bug",
+        "deferred",
+        "capped",
+        "quiet",
+        "opted_out",
+        "bounced",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -350,7 +364,7 @@ def test_any_sequence_of_outcomes_keeps_transitions_legal(
     script: list[str], max_attempts: int, policy: str
 ) -> None:
     w = world(retry_base_seconds=1.0, ambiguous_sends=policy, provider_rate_limits="fake=1")
-    row = w.store.add(max_attempts=max_attempts)
+    row = w.store.add(max_attempts=max_attempts, user_id=uuid.uuid4())
     for result in script:
         if row.status in states.TERMINAL:
             break
@@ -358,6 +372,8 @@ def test_any_sequence_of_outcomes_keeps_transitions_legal(
         if result == "capped":
             w.settings = w.settings.model_copy(update={"recipient_hourly_caps": "email=1"})
             w.limiter.refuse = {"recipient:": 1}
+        # audience (issue 10): quiet hours, a later opt-out, a bounce — decided from the prefetch
+        w.store.audience = audience_view(row, result)
         w.provider.script[row.id] = [
             {
                 "ok": None,
@@ -372,9 +388,71 @@ def test_any_sequence_of_outcomes_keeps_transitions_legal(
         row.next_attempt_at = None  # as if the delay had passed
         run(w, row)  # every move inside is checked against states.ALLOWED
         w.settings = w.settings.model_copy(update={"recipient_hourly_caps": ""})
+        if row.status == "scheduled":  # held: the sweeper enqueues it when the window ends
+            w.queue([dispatch.Enqueue(row.id, row.tenant_id, "scheduled")])
     # Then the row is in a state a schedule or a message moves on, or a terminal one
-    assert row.status in {"queued", "retrying", "sent", "failed", "suppressed"}
+    assert row.status in {"queued", "retrying", "sent", "failed", "suppressed", "scheduled"}
     assert row.attempt_count <= max_attempts
     assert len(w.store.attempts) == row.attempt_count
     assert (row.status == "failed") == bool(w.store.dead_letters)
     assert all(t.split("->")[1] in states.ALLOWED[t.split("->")[0]] for t in row.history)
+
+
+# ---------------------------------------------------------------- audience (issue 10)
+
+ALWAYS_QUIET = {"quiet_hours": {"start": "00:00", "end": "23:59"}, "timezone": "UTC"}
+
+
+def audience_view(row: Row, result: str) -> AudienceView:
+    """The prefetched view that makes the audience steps decide `result` for `row`."""
+    view = AudienceView()
+    if result == "quiet" and row.user_id is not None:
+        view.users[row.user_id] = ALWAYS_QUIET
+    if result == "opted_out" and row.user_id is not None:
+        view.users[row.user_id] = {"channels": {"email": False}}
+    if result == "bounced":
+        view.suppressed[(row.tenant_id, "email", "ada@example.com")] = {"hard_bounce"}
+    return view
+
+
+def test_quiet_hours_hold_the_row_scheduled_until_the_window_ends() -> None:
+    w = world()
+    row = w.store.add(user_id=uuid.uuid4(), category="orders")
+    w.store.audience = audience_view(row, "quiet")
+    outcome = run(w, row).outcomes["m0"]
+    # 12:00 UTC inside 00:00-23:59: held until 23:59, no attempt, nothing sent
+    assert outcome.kind == "held" and outcome.delay_s == 11 * 3600 + 59 * 60
+    assert row.status == "scheduled" and row.attempt_count == 0 and w.provider.sent == []
+    assert row.next_attempt_at == NOW + timedelta(hours=11, minutes=59)
+    assert w.queue.sent == [] and w.metrics == ["NotificationsHeld"]  # > 15 min: the sweeper's
+    # a critical category is not held
+    w.store.audience.critical.add((row.tenant_id, "orders"))
+    again = w.store.add(user_id=row.user_id, category="orders")
+    assert run(w, again).outcomes["m0"].kind == "sent"
+
+
+def test_a_hold_ending_within_fifteen_minutes_goes_back_on_the_queue_delayed() -> None:
+    w = world()
+    row = w.store.add(user_id=uuid.uuid4())
+    w.store.audience.users[row.user_id] = {"quiet_hours": {"start": "11:00", "end": "12:10"}}
+    run(w, row)
+    assert [(i.status, i.delay_s) for i in w.queue.sent] == [("scheduled", 600.0)]
+    assert row.status == "queued" and row.next_attempt_at == NOW + timedelta(minutes=10)
+
+
+def test_a_later_opt_out_and_a_suppression_end_suppressed_with_the_reason() -> None:
+    w = world()
+    opted = w.store.add(user_id=uuid.uuid4(), category="orders")
+    w.store.audience.users[opted.user_id] = {"categories": {"orders": {"enabled": False}}}
+    bounced = w.store.add(payload={**EMAIL, "to": "Bob@Example.com"})
+    w.store.audience.suppressed[(bounced.tenant_id, "email", "bob@example.com")] = {
+        "unsubscribe",
+        "complaint",
+    }
+    run(w, opted, bounced)
+    assert (opted.status, opted.last_error) == (
+        "suppressed",
+        "preference: the user turned off orders on email",
+    )
+    assert (bounced.status, bounced.last_error) == ("suppressed", "complaint: the address is suppressed")
+    assert w.provider.sent == [] and w.store.attempts == []

@@ -7,7 +7,10 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+
+# audience (issue 10): the signing key of unsubscribe links in the dev stage only (see Settings)
+DEV_UNSUBSCRIBE_SECRET = "dev-only-unsubscribe-signing-key"  # noqa: S105 - refused outside dev
 
 
 class SettingsError(RuntimeError):
@@ -66,6 +69,24 @@ class Settings(BaseModel):
     attempt_retention_days: int = Field(default=90, ge=1)
     audit_retention_days: int = Field(default=365, ge=1)
     cleanup_batch_size: int = Field(default=5000, ge=1)
+    # ---- audience (issue 10): one-click unsubscribe links (RFC 8058)
+    # HMAC key of the signed /u/{token} links. Empty: a fixed development key, refused outside the
+    # dev stage (set the UnsubscribeSigningSecret parameter, NoEcho, for staging and prod).
+    unsubscribe_signing_secret: SecretStr = SecretStr("")
+    unsubscribe_token_days: int = Field(default=60, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _unsubscribe_secret(self) -> Settings:
+        secret = self.unsubscribe_signing_secret.get_secret_value()
+        if not secret and self.stage != "dev":
+            raise ValueError("UNSUBSCRIBE_SIGNING_SECRET must be set outside the dev stage")
+        if secret and len(secret) < 16:
+            raise ValueError("UNSUBSCRIBE_SIGNING_SECRET must be at least 16 characters")
+        return self
+
+    def unsubscribe_key(self) -> bytes:
+        secret = self.unsubscribe_signing_secret.get_secret_value()
+        return (secret or DEV_UNSUBSCRIBE_SECRET).encode()
 
     @field_validator("rate_limit_fail_mode", "ambiguous_sends", mode="before")
     @classmethod

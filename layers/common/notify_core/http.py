@@ -114,17 +114,21 @@ def check_size(body: str | None, is_base64: bool) -> None:
         )
 
 
-def check_media_type(content_type: str | None) -> None:
-    """A body must be `application/json` (charset, if given, utf-8). No Content-Type is taken as JSON."""
+def check_media_type(content_type: str | None, accepted: tuple[str, ...] = (JSON,)) -> str:
+    """A body must be `application/json` (charset, if given, utf-8). No Content-Type is taken as JSON.
+    Returns the media type; a route may accept others (`accepted`)."""
     if content_type is None:
-        return
+        return JSON
     parsed = parse_media_type(content_type)
     charset = (parsed[1].get("charset", "utf-8") if parsed else "").lower()
+    if parsed is not None and parsed[0] != JSON and parsed[0] in accepted and charset in ("utf-8", "utf8"):
+        return parsed[0]
     if parsed is None or parsed[0] != JSON or charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(
             f"send JSON with 'Content-Type: {JSON}'",
             [{"field": "Content-Type", "message": f"must be {JSON} (charset utf-8 if given)"}],
         )
+    return JSON
 
 
 # ---------------------------------------------------------------- 6: the body
@@ -262,6 +266,7 @@ class Gate:
 
     scope: str | None
     takes_body: bool
+    media_types: tuple[str, ...] = (JSON,)  # audience (issue 10): a form post for one-click unsubscribe
 
 
 @dataclass(slots=True)
@@ -296,8 +301,9 @@ def gate(
     body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
     check_size(body, is_base64)
     if body:
-        check_media_type(_header(headers, "content-type"))
-        _canonical_content_type(event)
+        media = check_media_type(_header(headers, "content-type"), route.media_types if route else (JSON,))
+        if media == JSON:
+            _canonical_content_type(event)
     if route is None:
         return Admitted(None, {}, None)
     admitted = Admitted(None, {}, None)

@@ -224,7 +224,15 @@ class NotificationCreate(Strict):
                     "send_at": "2026-12-01T09:00:00Z",
                     "max_attempts": 5,
                     "category": "transactional",
-                }
+                },
+                {
+                    "user_id": "5f0c6a1e-8a3b-4c1d-9e2f-0a1b2c3d4e5f",
+                    "channel": "email",
+                    "template": "order-shipped",
+                    "data": {"name": "Ada", "order": {"id": "A-1042"}},
+                    "locale": "pt-BR",
+                    "category": "orders",
+                },
             ]
         }
     )
@@ -232,11 +240,31 @@ class NotificationCreate(Strict):
     user_id: UUID | None = None
     channel: Channel = Field(validation_alias=AliasChoices("channel", "message_type"))
     provider: ProviderName | None = None
-    payload: Annotated[dict[str, Any], BeforeValidator(_json_object), WithJsonSchema(PAYLOAD_SCHEMA)]
+    # audience (issue 10): `template` + `data` + `locale` in place of `payload` (which may then give
+    # only the address: to, from, reply_to, token, topic)
+    payload: (
+        Annotated[dict[str, Any], BeforeValidator(_json_object), WithJsonSchema(PAYLOAD_SCHEMA)] | None
+    ) = None
     idempotency_key: IdempotencyKey | None = None
     send_at: Instant | None = None
     max_attempts: Annotated[StrictInt, Field(ge=1, le=50)] | None = None
     category: Slug | None = None
+    template: Slug | None = Field(
+        default=None, description="A template's key: rendered at ingest with `data` (instead of a payload)"
+    )
+    data: dict[str, Any] | None = Field(default=None, description="The template's variables")
+    locale: Locale | None = Field(
+        default=None, description="The variant's locale; else the user's, else the tenant default"
+    )
+
+    @model_validator(mode="after")
+    def _payload_or_template(self) -> Self:
+        if self.template is None:
+            if self.payload is None:
+                raise ValueError("give a payload, or a template with its data")
+            if self.data is not None or self.locale is not None:
+                raise ValueError("data and locale go with a template")
+        return self
 
 
 MAX_BATCH = 100
@@ -269,6 +297,10 @@ class Notification(BaseModel):
     sent_at: datetime | None
     failed_at: datetime | None
     cancelled_at: datetime | None
+    # audience (issue 10)
+    template_key: str | None = None
+    template_version: int | None = None
+    message_id: UUID | None = None
 
 
 class Attempt(BaseModel):

@@ -20,6 +20,7 @@ from uuid import UUID
 import psycopg
 
 from . import dispatch, pagination, queue
+from .audience import ingest
 from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
@@ -27,7 +28,6 @@ from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, Valida
 from .models import Attempt, Notification, NotificationCreate, Page, parse
 from .providers import serves
 from .states import transition
-from .users import recipients
 
 PENDING_GRACE = timedelta(seconds=60)  # the sweeper leaves a fresh `pending` row to its API call this long
 CANCELLABLE = ("pending", "scheduled", "queued", "retrying")
@@ -35,20 +35,23 @@ CANCELLABLE = ("pending", "scheduled", "queued", "retrying")
 COLUMNS = (
     "id, user_id, channel, provider, payload, category, status, idempotency_key, max_attempts, attempt_count,"
     " last_error, provider_message_id, send_at, next_attempt_at, created_at, updated_at, queued_at, sent_at,"
-    " failed_at, cancelled_at"
+    " failed_at, cancelled_at, template_key, template_version, message_id"
 )
 # A batch reply needs only these; a single create answers with the whole notification.
 BATCH_COLUMNS = "id, status"
 _INSERT = (
     "INSERT INTO notifications (id, tenant_id, user_id, channel, provider, payload, category, status,"
-    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at, queued_at)"
+    " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at, queued_at,"
+    " template_key, template_version, message_id)"
     " SELECT r.id, %(tenant)s, r.user_id, r.channel, r.provider, r.payload::jsonb, r.category, r.status,"
     " r.idem, r.hash, r.max_attempts, r.send_at,"
-    " CASE r.status WHEN 'scheduled' THEN r.send_at WHEN 'pending' THEN %(grace)s::timestamptz END,"
-    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END"
+    " CASE r.status WHEN 'scheduled' THEN coalesce(r.held, r.send_at) WHEN 'pending' THEN %(grace)s::timestamptz END,"
+    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END, r.tkey, r.tversion, r.message"
     " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::text[], %(c3)s::text[], %(c4)s::text[],"
-    " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[])"
-    " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at)"
+    " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[],"
+    " %(c11)s::timestamptz[], %(c12)s::text[], %(c13)s::int[], %(c14)s::uuid[])"
+    " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at,"
+    " held, tkey, tversion, message)"
     " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING {returning}"
 )
@@ -87,6 +90,12 @@ class _Prepared:
     idempotency_key: str | None
     request_hash: bytes
     row_id: UUID
+    # audience (issue 10): what ingest resolved for the row
+    category: str | None = None  # the request's, else its template's
+    template_key: str | None = None
+    template_version: int | None = None
+    message_id: UUID | None = None
+    hold_until: datetime | None = None  # inside the user's quiet hours: scheduled until then
 
 
 def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
@@ -100,13 +109,16 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
     provider = req.provider or channel.default_provider
     if not serves(provider, req.channel):
         raise ValidationFailed.field("provider", f"{provider} cannot send on the {req.channel} channel")
-    payload_model = parse(channel.payload_model, req.payload, prefix="payload")
-    payload = payload_model.model_dump(by_alias=True, exclude_none=True)
+    if req.template is not None:  # audience: rendered at ingest; the payload may give the address
+        payload = ingest.addressing(req.channel, req.payload)
+    else:
+        payload_model = parse(channel.payload_model, req.payload, prefix="payload")
+        payload = payload_model.model_dump(by_alias=True, exclude_none=True)
     if req.idempotency_key and header_key and req.idempotency_key != header_key:
         raise ValidationFailed.field("idempotency_key", "differs from the Idempotency-Key header")
     key = req.idempotency_key or header_key
     if not key:  # the request hash only serves idempotency
-        return _Prepared(index, req, provider, payload, None, b"", uuid.uuid4())
+        return _Prepared(index, req, provider, payload, None, b"", uuid.uuid4(), category=req.category)
     canonical = json.dumps(
         {
             "user_id": str(req.user_id) if req.user_id else None,
@@ -116,12 +128,21 @@ def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
             "send_at": req.send_at.isoformat() if req.send_at else None,
             "max_attempts": req.max_attempts,
             "category": req.category,
+            **ingest.canonical(req),
         },
         sort_keys=True,
         separators=(",", ":"),
+        default=str,
     )
     return _Prepared(
-        index, req, provider, payload, key, hashlib.sha256(canonical.encode()).digest(), uuid.uuid4()
+        index,
+        req,
+        provider,
+        payload,
+        key,
+        hashlib.sha256(canonical.encode()).digest(),
+        uuid.uuid4(),
+        category=req.category,
     )
 
 
@@ -148,7 +169,6 @@ def create(
     tenant_id: UUID, items: list[Any], header_key: str | None = None, *, batch: bool = False
 ) -> list[Outcome]:
     """Validate, store, enqueue. Returns one Outcome per input item, in order."""
-    settings = get_settings()
     outcomes = [Outcome(index=i) for i in range(len(items))]
     prepared: list[_Prepared] = []
     for i, raw in enumerate(items):
@@ -162,39 +182,80 @@ def create(
 
     now = datetime.now(UTC)
     returning = BATCH_COLUMNS if batch else COLUMNS
-    ahead: Future[queue.SendResult] | None = None
     with transaction() as conn:
-        users = recipients(conn, tenant_id, {p.request.user_id for p in prepared if p.request.user_id})
+        # audience: users with their preferences, templates and categories, in one round trip
+        view = ingest.load(conn, tenant_id, prepared)
+        users = view.users
         ready: list[_Prepared] = []
         for p in prepared:
             try:
+                ingest.render_item(p, view)
                 _fill_recipient(p, users)
+                ingest.validate_rendered(p)
                 ready.append(p)
             except DomainError as exc:
                 outcomes[p.index].error = exc
-        # Without idempotency keys every ready row will be inserted: the messages travel while the
-        # INSERT runs, and the rows are stored `queued` at once (the ones SQS refuses go back to
-        # `pending` below). With keys, a row may turn out to be a replay: enqueue after the insert.
-        if ready and all(p.idempotency_key is None for p in ready):
-            due = [p for p in ready if not _scheduled(p, now)]
-            if due:
-                ahead = dispatch.send_ahead([dispatch.Enqueue(p.row_id, tenant_id, "queued") for p in due])
-        insert = functools.partial(
-            _insert,
-            conn,
-            tenant_id,
-            now=now,
-            default_attempts=settings.default_max_attempts,
-            returning=returning,
-        )
-        inserted = {row["id"]: row for row in insert(ready, queued=ahead is not None)}
-        clashes = [p for p in ready if p.row_id not in inserted]
-        if clashes:
-            again = _resolve_idempotency(
-                conn, tenant_id, clashes, outcomes, settings.idempotency_window_hours
-            )
-            inserted.update((row["id"], row) for row in insert(again, queued=False))
+        # audience: preferences, suppressions (one query) and quiet hours; what is blocked is refused
+        for p, refusal in ingest.screen(conn, tenant_id, ready, view, now):
+            outcomes[p.index].error = refusal
+        ready = [p for p in ready if outcomes[p.index].error is None]
+        stored = store(conn, tenant_id, ready, outcomes, now=now, returning=returning)
+    rows = finish(tenant_id, ready, stored)
+    for p in ready:
+        if p.row_id in rows:
+            outcomes[p.index].row = rows[p.row_id]
+    return outcomes
 
+
+@dataclass
+class Stored:
+    """Rows inserted (by id), and the messages sent while the INSERT ran (settled by `finish`)."""
+
+    inserted: dict[UUID, dict[str, Any]]
+    ahead: Future[queue.SendResult] | None
+
+
+def store(
+    conn: psycopg.Connection[Any],
+    tenant_id: UUID,
+    ready: list[_Prepared],
+    outcomes: list[Outcome] | None,
+    *,
+    now: datetime,
+    returning: str,
+) -> Stored:
+    """ONE INSERT for all of `ready` (inside the caller's transaction), their messages sent while it
+    runs when no row has an idempotency key. Messages (audience) store their fan-out through here."""
+    settings = get_settings()
+    ahead: Future[queue.SendResult] | None = None
+    # Without idempotency keys every ready row will be inserted: the messages travel while the
+    # INSERT runs, and the rows are stored `queued` at once (the ones SQS refuses go back to
+    # `pending` below). With keys, a row may turn out to be a replay: enqueue after the insert.
+    if ready and all(p.idempotency_key is None for p in ready):
+        due = [p for p in ready if not _scheduled(p, now)]
+        if due:
+            ahead = dispatch.send_ahead([dispatch.Enqueue(p.row_id, tenant_id, "queued") for p in due])
+    insert = functools.partial(
+        _insert,
+        conn,
+        tenant_id,
+        now=now,
+        default_attempts=settings.default_max_attempts,
+        returning=returning,
+    )
+    inserted = {row["id"]: row for row in insert(ready, queued=ahead is not None)}
+    clashes = [p for p in ready if p.row_id not in inserted]
+    if clashes:
+        assert outcomes is not None, "rows without idempotency keys never clash"
+        again = _resolve_idempotency(conn, tenant_id, clashes, outcomes, settings.idempotency_window_hours)
+        inserted.update((row["id"], row) for row in insert(again, queued=False))
+    return Stored(inserted, ahead)
+
+
+def finish(tenant_id: UUID, ready: list[_Prepared], stored: Stored) -> dict[UUID, dict[str, Any]]:
+    """After the commit: settle the messages sent ahead, or enqueue the `pending` rows; each stored
+    item's row with its status as it is now."""
+    inserted, ahead = stored.inserted, stored.ahead
     if ahead is not None:
         changed = dispatch.settle_ahead(ahead.result())
     else:
@@ -206,13 +267,14 @@ def create(
             fast_commit=True,
             report=True,
         ).rows
+    rows: dict[UUID, dict[str, Any]] = {}
     for p in ready:
         row = inserted.get(p.row_id)
         if row is None:
             continue
         row.update({k: v for k, v in changed.get(p.row_id, {}).items() if k in row})
-        outcomes[p.index].row = row
-    return outcomes
+        rows[p.row_id] = row
+    return rows
 
 
 def _insert(
@@ -229,7 +291,7 @@ def _insert(
     `returning`. Rows due now are `queued` (their messages already travelling) or `pending`."""
     if not items:
         return []
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in range(15)]
     due_status = "queued" if queued else "pending"
     for p in items:
         row = (
@@ -238,12 +300,16 @@ def _insert(
             p.request.channel,
             p.provider,
             json.dumps(p.payload),
-            p.request.category,
+            p.category,
             "scheduled" if _scheduled(p, now) else due_status,
             p.idempotency_key,
             p.request_hash if p.idempotency_key else None,
             p.request.max_attempts or default_attempts,
             p.request.send_at,
+            p.hold_until,
+            p.template_key,
+            p.template_version,
+            p.message_id,
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
@@ -253,6 +319,8 @@ def _insert(
 
 
 def _scheduled(item: _Prepared, now: datetime) -> bool:
+    if item.hold_until is not None:  # audience: inside the user's quiet hours
+        return True
     return item.request.send_at is not None and item.request.send_at > now
 
 

@@ -37,7 +37,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.params import Body, Param
-from pydantic import BaseModel
 
 from .http import Gate
 from .models import ErrorEnvelope
@@ -95,9 +94,12 @@ def error_example(status: int, code: str | None = None, message: str | None = No
     }
 
 
-def _error_response(status: int, model: type[BaseModel] | None, *, as_ref: bool = False) -> dict[str, Any]:
+def _error_response(status: int, model: Any, *, as_ref: bool = False) -> dict[str, Any]:
     """The documented reply for an error status: the envelope (or `model`, a subclass), an example.
-    `as_ref`: the schema as a reference to its component, as it stands in the final document."""
+    `as_ref`: the schema as a reference to its component, as it stands in the final document.
+    A dict is a whole response object of the route's own (an HTML page beside the envelope)."""
+    if isinstance(model, dict):
+        return model
     description, code, _ = ERRORS[status]
     model = model or ErrorEnvelope
     schema: dict[str, Any] = (
@@ -130,7 +132,7 @@ class RouteSpec:
     gate: Gate
     statuses: frozenset[int]
     success: Mapping[int, Any]
-    errors: Mapping[int, type[BaseModel] | None]
+    errors: Mapping[int, Any]
     pattern: re.Pattern[str]
 
 
@@ -161,18 +163,20 @@ class Routes:
         *,
         scope: str | None,
         ok: Mapping[int, Any],
-        errors: Mapping[int, type[BaseModel] | None] | None = None,
+        errors: Mapping[int, Any] | None = None,
         summary: str,
         description: str | None = None,
         tags: list[str] | None = None,
+        media_types: tuple[str, ...] = ("application/json",),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """`scope=None` makes a public route (no key, no security in the document). `ok` maps each
-        success status to its model (None: no body); `errors` adds statuses the domain raises."""
+        success status to its model (None: no body); `errors` adds statuses the domain raises.
+        `media_types`: the bodies the gate lets through (a form post for one-click unsubscribe)."""
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             takes_body, has_params = _parameters(func)
             path_params = "<" in path
-            statuses: dict[int, type[BaseModel] | None] = {500: None}
+            statuses: dict[int, Any] = {500: None}
             if scope is not None:
                 statuses.update(dict.fromkeys(GATE_ERRORS))
             if takes_body:
@@ -200,7 +204,7 @@ class Routes:
                 RouteSpec(
                     method.upper(),
                     path,
-                    Gate(scope, takes_body),
+                    Gate(scope, takes_body, media_types),
                     frozenset(responses),
                     dict(ok),
                     statuses,
@@ -216,6 +220,10 @@ class Routes:
 
     def post(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return self.route("POST", path, **kwargs)
+
+    # audience (issue 10): PUT routes (a new template version, a user's preferences)
+    def put(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("PUT", path, **kwargs)
 
     def patch(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return self.route("PATCH", path, **kwargs)

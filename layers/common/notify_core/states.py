@@ -17,8 +17,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     # queued -> pending: stored as queued while its message travelled, and SQS refused the message
     "queued": frozenset({"sending", "cancelled", "failed", "suppressed", "pending"}),
     "sending": frozenset(
-        {"sent", "retrying", "failed", "suppressed", "queued", "sending"}
-    ),  # sending: re-claim after the lease expired
+        {"sent", "retrying", "failed", "suppressed", "queued", "sending", "scheduled"}
+    ),  # sending: re-claim after the lease expired; scheduled: held for quiet hours (audience)
     "retrying": frozenset({"queued", "sending", "cancelled", "failed", "suppressed"}),
     "sent": frozenset({"delivered", "failed"}),
     "delivered": frozenset(),

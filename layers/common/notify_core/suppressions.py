@@ -87,4 +87,97 @@ def lookup(conn: Any, keys: Iterable[Key]) -> dict[Key, set[str]]:
     return found
 
 
+# ---------------------------------------------------------------- audience (issue 10): the API's side
+# List, create and lift, each change audited in its own transaction (the routes under
+# /api/v1/suppressions); one-click unsubscribe writes through `create_row`.
+
+COLUMNS = "id, channel, address, reason, notification_id, note, created_at"
+
+
+def create_row(
+    conn: Any,
+    tenant_id: UUID,
+    channel: str,
+    address: str,
+    reason: Reason,
+    actor: Any,
+    *,
+    note: str | None = None,
+) -> dict[str, Any] | None:
+    """Suppress an address and audit it, inside the caller's transaction; None if it already was."""
+    from . import audit
+
+    row = conn.execute(
+        "INSERT INTO suppressions (id, tenant_id, channel, address, reason, note)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT (tenant_id, channel, address, reason) DO NOTHING RETURNING {COLUMNS}",
+        (uuid.uuid4(), tenant_id, channel, normalize(channel, address), reason, note),
+    ).fetchone()
+    if row is not None:
+        audit.record(
+            conn,
+            tenant_id,
+            actor,
+            "suppression.create",
+            "suppression",
+            row["id"],
+            {"channel": channel, "address": row["address"], "reason": reason},
+        )
+    return row
+
+
+def create(tenant_id: UUID, channel: str, address: str, reason: Reason, actor: Any, note: str | None) -> Any:
+    from .db import transaction
+    from .errors import Conflict
+
+    with transaction() as conn:
+        row = create_row(conn, tenant_id, channel, address, reason, actor, note=note)
+    if row is None:
+        raise Conflict(
+            "this address is already suppressed for this reason",
+            [{"field": "address", "message": f"already suppressed on {channel} ({reason})"}],
+        )
+    return row
+
+
+def list_page(
+    tenant_id: UUID,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    channel: str | None = None,
+    reason: str | None = None,
+    address: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; `address` matches its normalized form (on `channel`, or on any channel)."""
+    from . import pagination
+
+    where: list[str] = ["tenant_id = %s"]
+    params: list[Any] = [tenant_id]
+    for column, value in (("channel", channel), ("reason", reason)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if address is not None:
+        forms = sorted({normalize(c, address) for c in ([channel] if channel else ["email", "sms", "push"])})
+        where.append("address = ANY(%s)")
+        params.append(forms)
+    return pagination.fetch_page("suppressions", COLUMNS, where, params, limit, cursor)
+
+
+def lift(tenant_id: UUID, suppression_id: UUID, actor: Any) -> None:
+    from . import audit
+    from .db import transaction
+    from .errors import NotFound
+
+    with transaction() as conn:
+        row = conn.execute(
+            "DELETE FROM suppressions WHERE tenant_id = %s AND id = %s RETURNING channel, address, reason",
+            (tenant_id, suppression_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"suppression {suppression_id} not found")
+        audit.record(conn, tenant_id, actor, "suppression.delete", "suppression", suppression_id, dict(row))
+
+
 # pragma: no mutate end

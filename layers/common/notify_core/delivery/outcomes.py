@@ -22,6 +22,7 @@ Kind = Literal[
     "skipped",
     "early",
     "unborn",
+    "held",  # audience (issue 10)
 ]
 
 
@@ -63,6 +64,9 @@ OUTCOMES: dict[Kind, Rule] = {
     "early": Rule(None, requeue=True),
     # no row yet (the message overtook its ingest's commit): back on the queue for a moment
     "unborn": Rule(None, requeue=True, metric="MessagesBeforeTheirRow"),
+    # audience (issue 10): due inside the user's quiet hours: `scheduled` until the window ends
+    # (back on the queue with the delay when it ends within 15 minutes, else for the sweeper)
+    "held": Rule("scheduled", requeue=True, metric="NotificationsHeld"),
 }
 
 # Dead-letter reasons, and the attempt outcomes stored per attempt.
@@ -110,7 +114,9 @@ def columns(outcome: Outcome, attempt_count: int, last_error: str | None, now: d
     sent = rule.status == "sent"
     return {
         "attempt_count": outcome.attempt if rule.attempt else attempt_count,
-        "next_attempt_at": now + timedelta(seconds=outcome.delay_s) if rule.status == "retrying" else None,
+        "next_attempt_at": (
+            now + timedelta(seconds=outcome.delay_s) if rule.status in ("retrying", "scheduled") else None
+        ),
         "claimed_until": None,
         "claim_id": None,
         "last_error": None if sent else (outcome.error or last_error),

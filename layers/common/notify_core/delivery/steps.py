@@ -10,6 +10,7 @@ Adding a step: write it here, list it in `STEPS`, test it in tests/unit/test_del
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
+from ..audience import delivery as audience_delivery
 from ..channels import CHANNELS
 from ..config import Settings
 from ..providers import (
@@ -46,6 +48,7 @@ class Claim:
     attempt_count: int
     max_attempts: int
     last_error: str | None = None
+    category: str | None = None  # audience (issue 10)
 
     def outcome(self, kind: Any, **fields: Any) -> Outcome:
         return Outcome(kind, self.id, self.tenant_id, channel=self.channel, provider=self.provider, **fields)
@@ -142,6 +145,9 @@ def send(row: Claim, ctx: BatchContext) -> Outcome:
         message = OutgoingMessage.build(
             row.id, row.tenant_id, row.channel, row.provider, row.payload, attempt
         )
+        extra = _audience_headers(row, ctx)  # audience: one-click unsubscribe for non-critical email
+        if extra:
+            message = dataclasses.replace(message, headers={**message.headers, **extra})
     except PermanentProviderError as exc:  # unknown provider, not configured, invalid payload
         return _failed(row, attempt, exc, 0, "permanent_error")
     except TransientProviderError as exc:  # e.g. the provider secret could not be fetched
@@ -166,9 +172,52 @@ def send(row: Claim, ctx: BatchContext) -> Outcome:
 # longest send: for recording the outcome.
 GUARD_MARGIN_S = 2.0
 
+# ---------------------------------------------------------------- audience (issue 10)
+# Suppressions, preferences and quiet hours, decided from what `PgStore.prefetch` read for the whole
+# batch (`prefetched["audience"]`, an audience.delivery.AudienceView); without it they pass.
+
+
+def _audience(ctx: BatchContext) -> Any:
+    return ctx.prefetched.get("audience")
+
+
+def suppression(row: Claim, ctx: BatchContext) -> Outcome | None:
+    """A suppressed address → `suppressed`, its reason first in last_error (critical categories
+    pass an `unsubscribe` only)."""
+    view = _audience(ctx)
+    reason = audience_delivery.suppression_reason(view, row) if view is not None else None
+    return None if reason is None else row.outcome("suppressed", error=reason)
+
+
+def preference(row: Claim, ctx: BatchContext) -> Outcome | None:
+    """The user turned the category or channel off since ingest → `suppressed`, `preference: ...`."""
+    view = _audience(ctx)
+    reason = audience_delivery.preference_reason(view, row) if view is not None else None
+    return None if reason is None else row.outcome("suppressed", error=reason)
+
+
+def quiet_hours(row: Claim, ctx: BatchContext) -> Outcome | None:
+    """Due inside the user's quiet hours (retries too) → held, `scheduled` until the window ends."""
+    view = _audience(ctx)
+    if view is None:
+        return None
+    now = ctx.now()
+    until = audience_delivery.held_until(view, row, now)
+    if until is None:
+        return None
+    return row.outcome("held", delay_s=max((until - now).total_seconds(), 1.0))
+
+
+def _audience_headers(row: Claim, ctx: BatchContext) -> dict[str, str]:
+    return audience_delivery.headers(_audience(ctx), row, ctx.settings)
+
+
+AUDIENCE_STEPS: tuple[Step, ...] = (suppression, preference, quiet_hours)
+
 # The order matters: the first step that decides ends the row. The provider's rate comes before the
 # recipient's cap, so that a send deferred for the rate does not use up the recipient's allowance.
-STEPS: tuple[Step, ...] = (provider_rate, recipient_cap, send)
+# The audience's steps come first: a row they stop takes no rate token and no recipient allowance.
+STEPS: tuple[Step, ...] = (*AUDIENCE_STEPS, provider_rate, recipient_cap, send)
 
 
 def run_steps(row: Claim, ctx: BatchContext, steps: tuple[Step, ...] = STEPS) -> Outcome:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from psycopg import sql
 
+from ..audience import delivery as audience_delivery
 from ..db import transaction
 from ..dead_letters import record_dead_letters
 from ..states import apply_outcomes, transition
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 
 CLAIMABLE = ("pending", "queued", "retrying")
 DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagree by this much
-CLAIM_COLUMNS = "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error"
+CLAIM_COLUMNS = (
+    "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error,"
+    " category"  # audience (issue 10)
+)
 # A row may be claimed when it is waiting (pending, queued, retrying) and due, or when it is
 # `sending` under a lease that expired (its sender died). A `pending` row is always due: it was
 # stored for sending now, and its next_attempt_at is only the sweeper's grace.
@@ -67,7 +71,10 @@ class PgStore:
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        return {}
+        """What the steps need for the whole batch, in a constant number of queries."""
+        # audience (issue 10): categories, users' preferences and quiet hours, suppressions
+        with transaction() as conn:
+            return {"audience": audience_delivery.prefetch(conn, rows)}
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         """One transaction: the notifications' new states (one UPDATE, only rows this claim still
