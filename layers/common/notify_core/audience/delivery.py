@@ -38,6 +38,8 @@ class AudienceView:
         return category is not None and (tenant_id, category) in self.critical
 
 
+# pragma: no mutate start
+# (SQL: pinned by the integration tier, which counts its statements per batch)
 def prefetch(conn: Any, rows: Sequence[Any]) -> AudienceView:
     """Three queries whatever the batch's size, sent in one round trip."""
     pairs = sorted({(str(r.tenant_id), r.category) for r in rows if r.category})
@@ -68,6 +70,9 @@ def prefetch(conn: Any, rows: Sequence[Any]) -> AudienceView:
 
 
 # ---------------------------------------------------------------- decisions (pure)
+
+
+# pragma: no mutate end
 
 
 def suppression_reason(view: AudienceView, row: Any) -> str | None:

@@ -159,6 +159,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
 # ---------------------------------------------------------------- storage
 
 
+# pragma: no mutate start
+# (storage: pinned by the integration tier, tests/integration/test_audience*.py)
 def _load(conn: Any, tenant_id: UUID, user_id: UUID) -> dict[str, Any]:
     row = conn.execute(
         "SELECT u.id, u.timezone, p.channels, p.categories, p.quiet_hours FROM users u"
@@ -274,6 +276,9 @@ def turn_off_email(conn: Any, tenant_id: UUID, user_id: UUID, category: str, act
         {"categories": {category: {"channels": {"email": False}}}},
     )
     return True
+
+
+# pragma: no mutate end
 
 
 class QuietHoursPatch(BaseModel):
