@@ -362,6 +362,8 @@ def _serve(
         # AWS), so the one pool they share here is sized for all of them.
         "DB_POOL_MAX_SIZE": "20",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{args.port}",
+        # feedback: local webhook receivers (http://, 127.0.0.1) are allowed; metadata addresses never
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
     }
     functions = [
         logical_id

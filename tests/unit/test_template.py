@@ -246,7 +246,8 @@ def test_api_function_has_no_wildcard_sqs_permissions(template: dict[str, Any]) 
                 assert "*" not in _as_list(statement.get("Resource")), statement
         for template_name, params in policy.items():
             if template_name.startswith("SQS"):  # a SAM policy template
-                assert _refers_to(params.get("QueueName"), QUEUE), policy
+                # the notifications queue, and (feedback) the webhooks queue its outbox feeds
+                assert any(_refers_to(params.get("QueueName"), q) for q in (QUEUE, "WebhooksQueue")), policy
 
 
 def test_api_function_reads_only_the_configured_secret(template: dict[str, Any]) -> None:
@@ -258,7 +259,8 @@ def test_api_function_reads_only_the_configured_secret(template: dict[str, Any])
         if any(str(action).startswith("secretsmanager:") for action in _as_list(statement.get("Action", [])))
     ]
     for statement in secret_statements:
-        assert statement["Resource"] == {"Ref": "DatabaseSecretArn"}
+        # the database's, and (feedback) the provider secret that verifies provider callbacks
+        assert statement["Resource"] in ({"Ref": "DatabaseSecretArn"}, {"Ref": "ProviderSecretsArn"})
     assert "HasDatabaseSecret" in template["Conditions"]
 
 

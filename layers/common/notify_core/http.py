@@ -102,11 +102,11 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]] | None:
     return f"{found.group(1)}/{found.group(2)}".lower(), params
 
 
-def check_size(body: str | None, is_base64: bool) -> None:
+def check_size(body: str | None, is_base64: bool, route_limit: int | None = None) -> None:
     if not body:
         return
     size = len(body) * 3 // 4 if is_base64 else len(body.encode("utf-8", "surrogatepass"))
-    limit = get_settings().max_body_bytes
+    limit = min(get_settings().max_body_bytes, route_limit or get_settings().max_body_bytes)
     if size > limit:
         raise PayloadTooLarge(
             f"the request body is {size} bytes; the limit is {limit}",
@@ -114,17 +114,31 @@ def check_size(body: str | None, is_base64: bool) -> None:
         )
 
 
-def check_media_type(content_type: str | None) -> None:
-    """A body must be `application/json` (charset, if given, utf-8). No Content-Type is taken as JSON."""
+def check_media_type(content_type: str | None, expected: str = JSON) -> None:
+    """A body must be `expected` (`application/json` but for the routes that take another, e.g. a
+    provider's form-encoded callback), charset, if given, utf-8. No Content-Type is taken as it."""
     if content_type is None:
         return
     parsed = parse_media_type(content_type)
     charset = (parsed[1].get("charset", "utf-8") if parsed else "").lower()
-    if parsed is None or parsed[0] != JSON or charset not in ("utf-8", "utf8"):
+    if parsed is None or parsed[0] != expected or charset not in ("utf-8", "utf8"):
+        what = "JSON" if expected == JSON else "the body"
         raise UnsupportedMediaType(
-            f"send JSON with 'Content-Type: {JSON}'",
-            [{"field": "Content-Type", "message": f"must be {JSON} (charset utf-8 if given)"}],
+            f"send {what} with 'Content-Type: {expected}'",
+            [{"field": "Content-Type", "message": f"must be {expected} (charset utf-8 if given)"}],
         )
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body's bytes as the client sent them (API Gateway may have base64-encoded them):
+    for routes that verify a signature over the raw body. Invalid base64 is a 400."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8", "surrogateescape")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed("not valid base64") from None
 
 
 # ---------------------------------------------------------------- 6: the body
@@ -262,6 +276,9 @@ class Gate:
 
     scope: str | None
     takes_body: bool
+    # what the body must be sent as, and a limit below MAX_BODY_BYTES (provider callbacks)
+    media_type: str = JSON
+    max_body_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -276,15 +293,15 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == wanted and v is not None), None)
 
 
-def _canonical_content_type(event: dict[str, Any]) -> None:
-    """After the check, the event says plain `application/json`: what comes later (the resolver's
-    validation) compares the header as text."""
+def _canonical_content_type(event: dict[str, Any], media_type: str = JSON) -> None:
+    """After the check, the event says plain `application/json` (or the route's media type): what
+    comes later (the resolver's validation) compares the header as text."""
     for field in ("headers", "multiValueHeaders"):
         values = event.get(field)
         if isinstance(values, dict):
             for name in [k for k in values if k.lower() == "content-type"]:
                 del values[name]
-            values["Content-Type"] = JSON if field == "headers" else [JSON]
+            values["Content-Type"] = media_type if field == "headers" else [media_type]
 
 
 def gate(
@@ -294,10 +311,11 @@ def gate(
     resolver answers). Raises the DomainError of the first check that refuses."""
     headers = {k: v for k, v in (event.get("headers") or {}).items() if v is not None}
     body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
-    check_size(body, is_base64)
+    media_type = route.media_type if route is not None else JSON
+    check_size(body, is_base64, route.max_body_bytes if route is not None else None)
     if body:
-        check_media_type(_header(headers, "content-type"))
-        _canonical_content_type(event)
+        check_media_type(_header(headers, "content-type"), media_type)
+        _canonical_content_type(event, media_type)
     if route is None:
         return Admitted(None, {}, None)
     admitted = Admitted(None, {}, None)

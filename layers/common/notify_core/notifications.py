@@ -24,6 +24,7 @@ from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
 from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, ValidationFailed
+from .integrations import outbox  # feedback
 from .models import Attempt, Notification, NotificationCreate, Page, parse
 from .providers import serves
 from .states import transition
@@ -343,16 +344,36 @@ def cancel(tenant_id: UUID, notification_id: UUID) -> Notification:
             returning=COLUMNS,
         )
         if rows:
-            return Notification.model_validate(rows[0])
-        row = conn.execute(
-            "SELECT status FROM notifications WHERE tenant_id = %s AND id = %s", (tenant_id, notification_id)
-        ).fetchone()
+            # --- feedback: notification.cancelled, written in the cancel's transaction
+            cancelled = outbox.Event(tenant_id, "notification.cancelled", _event_data(rows[0]))
+            webhooks = outbox.emit(conn, [cancelled])
+        else:
+            row = conn.execute(
+                "SELECT status FROM notifications WHERE tenant_id = %s AND id = %s",
+                (tenant_id, notification_id),
+            ).fetchone()
+    if rows:
+        outbox.enqueue(webhooks)
+        return Notification.model_validate(rows[0])
     if row is None:
         raise NotFound(f"notification {notification_id} not found")
     raise Conflict(
         f"a notification in status {row['status']!r} can no longer be cancelled",
         [{"field": "status", "message": row["status"]}],
     )
+
+
+def _event_data(row: dict[str, Any]) -> dict[str, Any]:
+    """A notification in a webhook event (feedback)."""
+    data = {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "channel": row["channel"],
+        "provider": row["provider"],
+    }
+    if row.get("user_id") is not None:
+        data["user_id"] = str(row["user_id"])
+    return data
 
 
 def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:

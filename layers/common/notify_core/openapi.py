@@ -165,9 +165,12 @@ class Routes:
         summary: str,
         description: str | None = None,
         tags: list[str] | None = None,
+        media_type: str = "application/json",
+        max_body_bytes: int | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """`scope=None` makes a public route (no key, no security in the document). `ok` maps each
-        success status to its model (None: no body); `errors` adds statuses the domain raises."""
+        success status to its model (None: no body); `errors` adds statuses the domain raises.
+        `media_type` / `max_body_bytes`: what the gate requires of the body (provider callbacks)."""
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             takes_body, has_params = _parameters(func)
@@ -200,7 +203,7 @@ class Routes:
                 RouteSpec(
                     method.upper(),
                     path,
-                    Gate(scope, takes_body),
+                    Gate(scope, takes_body, media_type, max_body_bytes),
                     frozenset(responses),
                     dict(ok),
                     statuses,

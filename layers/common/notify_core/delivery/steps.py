@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from .. import suppressions
 from ..channels import CHANNELS
 from ..config import Settings
 from ..providers import OutgoingMessage, PermanentProviderError, Provider, TransientProviderError
@@ -153,13 +154,32 @@ def send(row: Claim, ctx: BatchContext) -> Outcome:
     )
 
 
+# --- feedback: a send to a suppressed address ends `suppressed` with the reason (minimal step; the
+# audience work may bring its own with categories: `critical` is False until a claim carries it)
+
+
+def suppressed_address(row: Claim, ctx: BatchContext) -> Outcome | None:
+    """The address is suppressed (bounce, complaint, STOP, dead token, ...) → suppressed, with the
+    reason in last_error. Reads what `PgStore.prefetch` looked up for the whole batch."""
+    found: Mapping[tuple[UUID, str, str], set[str]] = ctx.prefetched.get("suppressions") or {}
+    address = CHANNELS[row.channel].recipient(row.payload)
+    if not found or not address:
+        return None
+    reason = suppressions.blocks(
+        found.get((row.tenant_id, row.channel, suppressions.normalize(row.channel, address)), ()), False
+    )
+    if reason is None:
+        return None
+    return row.outcome("suppressed", error=f"suppressed: {reason}")
+
+
 # Before a send starts, the invocation must have this much time left beyond the provider's
 # longest send: for recording the outcome.
 GUARD_MARGIN_S = 2.0
 
 # The order matters: the first step that decides ends the row. The provider's rate comes before the
 # recipient's cap, so that a send deferred for the rate does not use up the recipient's allowance.
-STEPS: tuple[Step, ...] = (provider_rate, recipient_cap, send)
+STEPS: tuple[Step, ...] = (suppressed_address, provider_rate, recipient_cap, send)
 
 
 def run_steps(row: Claim, ctx: BatchContext, steps: tuple[Step, ...] = STEPS) -> Outcome:

@@ -10,9 +10,11 @@ from uuid import UUID
 
 from psycopg import sql
 
-from .. import ratelimit
+from .. import ratelimit, suppressions
+from ..channels import CHANNELS
 from ..db import transaction
 from ..dead_letters import record_dead_letters
+from ..integrations import outbox, recording  # feedback
 from ..states import apply_outcomes, transition
 from .engine import Claimed
 from .outcomes import Outcome, columns
@@ -65,7 +67,12 @@ class PgStore:
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        return {}
+        # --- feedback: the suppressions of the batch's addresses, in one query (steps.suppressed_address)
+        keys = [(r.tenant_id, r.channel, a) for r in rows if (a := CHANNELS[r.channel].recipient(r.payload))]
+        if not keys:
+            return {}
+        with transaction() as conn:
+            return {"suppressions": suppressions.lookup(conn, keys)}
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         """One transaction: the notifications' new states (one UPDATE, only rows this claim still
@@ -78,6 +85,7 @@ class PgStore:
             if values["provider_response"] is not None:
                 values["provider_response"] = json.dumps(values["provider_response"])
             changes.append((o.notification_id, o.rule.status or "", values))
+        letters: list[dict[str, Any]] = []
         with transaction() as conn:
             moved = set(apply_outcomes(conn, "sending", changes, where={"claim_id": claim_id}))
             if not moved:
@@ -88,9 +96,12 @@ class PgStore:
                     _insert_attempts(conn, attempts)
                 dead = [o for o in outcomes if o.rule.dead_letter and o.notification_id in moved]
                 if dead:
-                    record_dead_letters(
+                    letters = record_dead_letters(
                         conn, [(o.notification_id, o.reason or "permanent_error", o.error) for o in dead]
                     )
+            # --- feedback: dead push tokens, callbacks that came first, webhook events (outbox)
+            webhooks = recording.after_outcomes(conn, outcomes, rows, moved, letters)
+        outbox.enqueue(webhooks)
         return moved
 
 
