@@ -62,7 +62,9 @@ class WebhookReceiver:
         self._thread: threading.Thread | None = None
 
     def start(self) -> WebhookReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -78,7 +80,9 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def configure(self, *, delay_ms: int = 0, fail_rate: float = 0.0, status: int = 200, seed: int | None = None) -> None:
+    def configure(
+        self, *, delay_ms: int = 0, fail_rate: float = 0.0, status: int = 200, seed: int | None = None
+    ) -> None:
         with self._lock:
             self.behaviour = Behaviour(delay_ms, fail_rate, status, seed, random.Random(seed))
 
@@ -144,9 +148,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m notify_local.webhook_receiver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m notify_local.webhook_receiver", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--secret", action="append", default=[], help="whsec_... (repeatable: during a rotation)")
+    parser.add_argument(
+        "--secret", action="append", default=[], help="whsec_... (repeatable: during a rotation)"
+    )
     args = parser.parse_args(argv)
     receiver = WebhookReceiver(args.secret, args.port).start()
     print(f"webhook receiver on {receiver.url}", flush=True)

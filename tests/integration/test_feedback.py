@@ -67,7 +67,7 @@ class Loop:
         self.receiver.secrets.append(reply.json["secret"])
         return dict(reply.json)
 
-    def sendgrid(self, events: list[dict[str, Any]], *, timestamp: int | None = None, **kw: Any) -> Any:
+    def sendgrid(self, events: list[Any], *, timestamp: int | None = None, **kw: Any) -> Any:
         body, headers = provider_callbacks.sendgrid_request(events, timestamp)
         return self.api("POST", "/callbacks/sendgrid", raw=body.decode(), headers=headers, key=None, **kw)
 
@@ -207,7 +207,7 @@ def test_events_for_unknown_or_other_tenants_notifications_are_acknowledged_and_
 ) -> None:
     nid = loop.send()
     other = make_tenant("other")
-    events = [
+    events: list[Any] = [
         delivered_event(nid, other),  # our notification, another tenant's id
         delivered_event(str(uuid.uuid4()), loop.tenant),  # no such notification
         {**delivered_event(nid, loop.tenant), "notification_id": "not-a-uuid"},

@@ -23,7 +23,7 @@ CLOCK_SKEW = timedelta(seconds=5)
 def record_dead_letters(conn: Any, letters: Sequence[tuple[UUID, str, str | None]]) -> list[dict[str, Any]]:
     """One INSERT of dead letters; at most one open dead letter per notification (idempotent).
     Returns the letters created now (id, notification_id, tenant_id, reason, last_error)."""
-    return conn.execute(  # type: ignore[no-any-return]
+    return conn.execute(
         "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, last_error,"
         " attempt_count)"
         " SELECT gen_random_uuid(), n.id, n.tenant_id, n.channel, n.provider, d.reason, d.error, n.attempt_count"

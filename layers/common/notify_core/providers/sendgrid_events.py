@@ -102,7 +102,7 @@ def _event(item: dict[str, Any], now: datetime) -> ProviderEvent | None:
         }.items()
         if v is not None
     }
-    common = {
+    common: dict[str, Any] = {
         "provider": NAME,
         "event_id": event_id,
         "notification_id": notification_id,

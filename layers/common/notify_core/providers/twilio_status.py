@@ -105,7 +105,7 @@ def parse(form: dict[str, list[str]], notification_id: UUID, tenant_id: UUID, no
         }.items()
         if v
     }
-    common = {
+    common: dict[str, Any] = {
         "provider": NAME,
         "event_id": f"{sid}:{status}",
         "notification_id": notification_id,
