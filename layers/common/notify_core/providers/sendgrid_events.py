@@ -53,12 +53,12 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def verify(headers: Mapping[str, str], raw: bytes, public_key: str, now: datetime, max_age_s: int) -> str:
     """The body as text when SendGrid signed it within `max_age_s` of `now`; Unverified otherwise."""
-    if not public_key:
-        raise NotConfigured("SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
-    key = _public_key(public_key.strip())
     signature, timestamp = _header(headers, SIGNATURE_HEADER), _header(headers, TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise Unverified("the event webhook signature or timestamp header is missing")
+    if not public_key:
+        raise NotConfigured("SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
+    key = _public_key(public_key.strip())
     if not timestamp.isascii() or not timestamp.strip().isdigit() or len(timestamp) > 12:
         raise Unverified("the event webhook timestamp is not a unix time")
     age = now.timestamp() - int(timestamp)
