@@ -140,11 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
         status = 401 if error else (503 if fail else behaviour.status)
         receiver._record(Received(headers, body, arrived, status, error is None, error))
         reply = b'{"ok": true}' if status < 300 else b'{"ok": false}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the sender gave up (its timeout)
+            self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -628,3 +628,18 @@ def test_the_dispatcher_does_not_follow_redirects_and_refuses_private_targets_at
     assert newest["status"] == "failed"
     assert newest["error"] == "refused: must be an https:// URL"
     assert len(loop.receiver.received) == before
+
+
+def test_the_guarded_client_gives_up_on_a_receiver_that_does_not_answer(
+    loop: Loop, settings_env: Callable[..., None]
+) -> None:
+    from notify_core.integrations import guarded_http
+
+    settings_env(
+        WEBHOOK_READ_TIMEOUT_SECONDS="0.3",
+        WEBHOOK_CONNECT_TIMEOUT_SECONDS="0.3",
+        WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
+    )
+    loop.receiver.configure(delay_ms=1500)
+    result = guarded_http.post(loop.receiver.url, b"{}", {"Content-Type": "application/json"})
+    assert (result.status, result.error) == (None, "timed out")

@@ -356,3 +356,17 @@ def test_a_suppressed_address_ends_suppressed_without_a_send_unless_another_tena
     assert [report.outcomes[k].kind for k in ("m0", "m1", "m2")] == ["suppressed", "sent", "sent"]
     assert blocked.status == "suppressed" and blocked.last_error == "suppressed: hard_bounce"
     assert set(w.provider.sent) == {free.id, other_tenant.id}
+
+
+def test_at_most_the_cap_of_a_reply_is_read() -> None:
+    class Endless:
+        def __init__(self) -> None:
+            self.read_total = 0
+
+        def read(self, n: int) -> bytes:
+            self.read_total += n
+            return b"x" * n
+
+    reply = Endless()
+    assert guarded_http._read_capped(reply, 65_536) == 65_536  # type: ignore[arg-type]
+    assert reply.read_total == 65_536
