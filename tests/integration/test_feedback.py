@@ -643,3 +643,31 @@ def test_the_guarded_client_gives_up_on_a_receiver_that_does_not_answer(
     loop.receiver.configure(delay_ms=1500)
     result = guarded_http.post(loop.receiver.url, b"{}", {"Content-Type": "application/json"})
     assert (result.status, result.error) == (None, "timed out")
+
+
+def test_a_row_committed_between_the_claim_and_its_lookup_is_put_back_not_dropped(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by bench.webhooks: ingest sends messages while its INSERT commits; a row that became
+    visible after the claim's UPDATE but before its follow-up SELECT used to count as `skipped`, its
+    message deleted and the row stranded `queued`."""
+    from notify_core.delivery import store
+
+    nid = uuid.uuid4()
+    real = store.transition
+
+    def commit_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        moved = real(*args, **kwargs)
+        loop.query(
+            "INSERT INTO notifications (id, tenant_id, channel, provider, payload, status, max_attempts, queued_at)"
+            " VALUES (%s, %s, 'email', 'sendgrid', %s, 'queued', 5, now()) RETURNING id",
+            nid,
+            loop.tenant.id,
+            json.dumps(EMAIL),
+        )
+        return moved
+
+    monkeypatch.setattr(store, "transition", commit_meanwhile)
+    claimed = store.PgStore().claim([nid], uuid.uuid4(), datetime.now(UTC) + timedelta(seconds=30))
+    assert claimed.rows == {} and claimed.absent == set()
+    assert claimed.early[nid] == (loop.tenant.id, "queued", store.RACED_DELAY_S)

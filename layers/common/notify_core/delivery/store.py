@@ -21,7 +21,8 @@ from .outcomes import Outcome, columns
 from .steps import Claim, LimiterUnavailable
 
 CLAIMABLE = ("pending", "queued", "retrying")
-DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagree by this much
+DUE_SKEW = timedelta(seconds=2)
+RACED_DELAY_S = 1.0  # a message whose row became visible only after the claim: back this soon  # SQS delays and the database clock may disagree by this much
 CLAIM_COLUMNS = "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error"
 # A row may be claimed when it is waiting (pending, queued, retrying) and due, or when it is
 # `sending` under a lease that expired (its sender died). A `pending` row is always due: it was
@@ -64,6 +65,11 @@ class PgStore:
                             row["status"],
                             (due - now).total_seconds(),
                         )
+                    elif row["status"] in CLAIMABLE:
+                        # Claimable and due, yet the UPDATE did not see it: its ingest committed
+                        # between the UPDATE and this SELECT (READ COMMITTED takes a snapshot per
+                        # statement). Dropping the message would strand the row; put it back briefly.
+                        claimed.early[row["id"]] = (row["tenant_id"], row["status"], RACED_DELAY_S)
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
