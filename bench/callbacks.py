@@ -47,7 +47,12 @@ def events_for(ids: list[str], tenant: uuid.UUID, size: int) -> list[dict[str, A
     now = int(time.time())
     out: list[dict[str, Any]] = []
     for n, nid in enumerate(ids):
-        base = {"email": f"user{n}@example.com", "timestamp": now, "notification_id": nid, "tenant_id": str(tenant)}
+        base = {
+            "email": f"user{n}@example.com",
+            "timestamp": now,
+            "notification_id": nid,
+            "tenant_id": str(tenant),
+        }
         if n % 50 == 0:
             second = {"event": "bounce", "type": "bounce", "reason": "550 5.1.1 unknown user"}
         elif n % 100 == 1:
@@ -60,7 +65,9 @@ def events_for(ids: list[str], tenant: uuid.UUID, size: int) -> list[dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=1000, help="events per POST")
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
@@ -88,12 +95,25 @@ def main() -> None:
                 warm = False
                 continue
             rates.append(len(events) / elapsed)
-            print(f"  {len(events)} events ({len(body) / 1024:.0f} KiB) in {elapsed * 1000:.0f} ms = {len(events) / elapsed:.0f} events/s")
+            print(
+                f"  {len(events)} events ({len(body) / 1024:.0f} KiB) in {elapsed * 1000:.0f} ms = {len(events) / elapsed:.0f} events/s"
+            )
         with psycopg.connect(box.database_url) as conn:
-            (stored,) = conn.execute("SELECT count(*) FROM delivery_events WHERE tenant_id = %s", (tenant,)).fetchone() or (0,)
-            statuses = dict(conn.execute("SELECT status, count(*) FROM notifications WHERE tenant_id = %s GROUP BY status", (tenant,)).fetchall())
-            (suppressed,) = conn.execute("SELECT count(*) FROM suppressions WHERE tenant_id = %s", (tenant,)).fetchone() or (0,)
-    print(f"ingest: {spread(rates, ' events/s', 0)} per {args.batch}-event batch POST (target ≥ 500; shared, noisy machine)")
+            (stored,) = conn.execute(
+                "SELECT count(*) FROM delivery_events WHERE tenant_id = %s", (tenant,)
+            ).fetchone() or (0,)
+            statuses = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM notifications WHERE tenant_id = %s GROUP BY status",
+                    (tenant,),
+                ).fetchall()
+            )
+            (suppressed,) = conn.execute(
+                "SELECT count(*) FROM suppressions WHERE tenant_id = %s", (tenant,)
+            ).fetchone() or (0,)
+    print(
+        f"ingest: {spread(rates, ' events/s', 0)} per {args.batch}-event batch POST (target ≥ 500; shared, noisy machine)"
+    )
     print(f"stored {stored} of {posted} events posted; notifications {statuses}; suppressions {suppressed}")
     print(
         "RESULT "

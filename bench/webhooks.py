@@ -56,7 +56,11 @@ def load(base: str, key: str, rate: int, seconds: int) -> int:
     """Open loop, batches of 10 on schedule; returns how many notifications were accepted."""
     from concurrent.futures import ThreadPoolExecutor
 
-    item = {"channel": "email", "provider": "console", "payload": {"to": "a@example.com", "subject": "s", "body": "b"}}
+    item = {
+        "channel": "email",
+        "provider": "console",
+        "payload": {"to": "a@example.com", "subject": "s", "body": "b"},
+    }
     per_second = rate / 10
     total = int(seconds * per_second)
     accepted = 0
@@ -87,7 +91,15 @@ def latencies(received: list[Received]) -> dict[str, float]:
     return out
 
 
-def phase(name: str, base: str, key: str, receiver: WebhookReceiver, args: argparse.Namespace, fail_rate: float, wait: float) -> dict[str, object]:
+def phase(
+    name: str,
+    base: str,
+    key: str,
+    receiver: WebhookReceiver,
+    args: argparse.Namespace,
+    fail_rate: float,
+    wait: float,
+) -> dict[str, object]:
     receiver.configure(delay_ms=args.receiver_ms, fail_rate=fail_rate, seed=7)
     start = len(receiver.received)
     accepted = load(base, key, args.rate, args.seconds)
@@ -117,7 +129,9 @@ def phase(name: str, base: str, key: str, receiver: WebhookReceiver, args: argpa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=int, default=100, help="state changes (events) per second")
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--receiver-ms", type=int, default=50)
@@ -153,14 +167,23 @@ def main() -> None:
         base = f"http://127.0.0.1:{args.port}"
         wait_healthy(base, runtime, timeout=120)
         key = json.loads((state / "dev-api-key.json").read_text())["key"]
-        endpoint = call(base, key, "POST", "/api/v1/webhooks", {"url": receiver.url, "events": ["notification.sent"]})
+        endpoint = call(
+            base, key, "POST", "/api/v1/webhooks", {"url": receiver.url, "events": ["notification.sent"]}
+        )
         receiver.secrets.append(str(endpoint["secret"]))
         healthy = phase("receiver answering 200", base, key, receiver, args, 0.0, wait=60)
         failing = phase("receiver failing 50 %", base, key, receiver, args, 0.5, wait=240)
         with psycopg.connect(database_url) as conn:
-            statuses = dict(conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status").fetchall())
+            statuses = dict(
+                conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status").fetchall()
+            )
+            notifications = dict(
+                conn.execute("SELECT status, count(*) FROM notifications GROUP BY status").fetchall()
+            )
             (attempts,) = conn.execute("SELECT count(*) FROM webhook_attempts").fetchone() or (0,)
-        print(f"deliveries by status: {statuses}; attempts {attempts}")
+        print(
+            f"notifications by status: {notifications}; deliveries by status: {statuses}; attempts {attempts}"
+        )
         print(
             "RESULT "
             + json.dumps(
@@ -175,6 +198,7 @@ def main() -> None:
                     "failing_p99_s": failing["p99_s"],
                     "unverified": int(healthy["unverified"]) + int(failing["unverified"]),  # type: ignore[call-overload]
                     "deliveries": statuses,
+                    "notifications": notifications,
                     "retry_schedule": SHORT_SCHEDULE,
                 }
             )

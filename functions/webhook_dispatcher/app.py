@@ -4,6 +4,7 @@ failures. The edge: parse each record once, hand the batch to notify_core.integr
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -30,6 +31,16 @@ class DispatchProcessor(BatchProcessor):
 
     def __init__(self) -> None:
         super().__init__(EventType.SQS, model=DeliveryRecord, raise_on_entire_batch_failure=False)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def post_pool(self) -> ThreadPoolExecutor:
+        """This execution environment's POST threads: WEBHOOK_SEND_CONCURRENCY of them."""
+        size = get_settings().webhook_send_concurrency
+        if self._pool is None or self._pool._max_workers != size:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
+        return self._pool
 
     def process(self) -> list[tuple[Any, ...]]:
         results: list[tuple[Any, ...]] = []
@@ -42,7 +53,7 @@ class DispatchProcessor(BatchProcessor):
         if not parsed:
             return results
         try:
-            report = dispatcher.dispatch([model.body for model in parsed])
+            report = dispatcher.dispatch([model.body for model in parsed], pool=self.post_pool())
         except Exception as exc:  # noqa: BLE001 — whatever stopped the batch, every record comes back
             logger.exception("webhook batch not dispatched")
             return results + [self.failure_handler(m, (type(exc), exc, exc.__traceback__)) for m in parsed]

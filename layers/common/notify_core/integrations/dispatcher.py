@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,8 +125,13 @@ def _pool(size: int) -> ThreadPoolExecutor:
 
 
 def dispatch(
-    messages: Sequence[queue.QueueMessage], settings: Settings | None = None, post: Post | None = None
+    messages: Sequence[queue.QueueMessage],
+    settings: Settings | None = None,
+    post: Post | None = None,
+    pool: Executor | None = None,
 ) -> DispatchReport:
+    """`pool`: the execution environment's POST threads (the function owns them, so concurrent
+    copies in the local runtime do not share one pool); by default the container's."""
     settings = settings or get_settings()
     report = DispatchReport()
     ids = list(dict.fromkeys(m.id for m in messages))
@@ -155,7 +160,7 @@ def dispatch(
     if len(claimed) == 1:
         done = [attempt(claimed[0])]
     else:
-        done = list(_pool(settings.webhook_send_concurrency).map(attempt, claimed))
+        done = list((pool or _pool(settings.webhook_send_concurrency)).map(attempt, claimed))
     now = datetime.now(UTC)
     for item in done:
         if item.result.ok:
