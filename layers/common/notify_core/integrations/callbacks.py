@@ -61,7 +61,7 @@ class CallbackResult(BaseModel):
 
 
 class DeliveryEvent(BaseModel):
-    id: UUID
+    id: UUID = Field(description="The stored event's id")
     type: str = Field(
         description="delivered, bounced, dropped, deferred, opened, clicked, complained, undelivered"
     )

@@ -105,19 +105,21 @@ class WebhookPatch(Strict):
 
 
 class Webhook(BaseModel):
-    id: UUID
-    url: str
-    events: list[str]
-    description: str | None
-    active: bool
+    id: UUID = Field(description="The endpoint's id")
+    url: str = Field(
+        description="Where events are POSTed", examples=["https://example.com/hooks/notifications"]
+    )
+    events: list[str] = Field(description="Event types it receives", examples=[["notification.delivered"]])
+    description: str | None = Field(description="Free text", examples=["CRM sync"])
+    active: bool = Field(description="Whether events are written for it")
     disabled_at: datetime | None = Field(description="When the system disabled it for failing throughout")
     disabled_reason: str | None
     failing_since: datetime | None = Field(description="First failed delivery since the last success")
     previous_secret_expires_at: datetime | None = Field(
         description="Until then deliveries are signed with the previous secret too"
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="When it was created")
+    updated_at: datetime = Field(description="When it last changed")
 
 
 class WebhookCreated(Webhook):
@@ -128,7 +130,7 @@ class WebhookCreated(Webhook):
 
 
 class SecretRotated(BaseModel):
-    id: UUID
+    id: UUID = Field(description="The endpoint's id")
     secret: str = Field(
         description="The new secret, shown once", examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
     )
@@ -136,29 +138,33 @@ class SecretRotated(BaseModel):
 
 
 class WebhookAttempt(BaseModel):
-    attempt: int
-    status_code: int | None
-    duration_ms: int
-    error: str | None
-    next_retry_at: datetime | None
-    at: datetime
+    attempt: int = Field(description="1-based attempt number", examples=[1])
+    status_code: int | None = Field(
+        description="The endpoint's HTTP status; null when none came", examples=[503]
+    )
+    duration_ms: int = Field(description="From connecting to the end of the reply", examples=[52])
+    error: str | None = Field(description="Why it failed; null on a 2xx", examples=["HTTP 503"])
+    next_retry_at: datetime | None = Field(description="When it is tried again; null when it is not")
+    at: datetime = Field(description="When the attempt finished")
 
 
 class WebhookDelivery(BaseModel):
-    id: UUID
-    endpoint_id: UUID
+    id: UUID = Field(description="The delivery's id (redeliver takes it)")
+    endpoint_id: UUID = Field(description="The endpoint it goes to")
     event_id: UUID = Field(description="The webhook-id header: the same for every redelivery")
     event_type: str = Field(examples=["notification.delivered"])
-    status: Literal["pending", "delivered", "failed"]
-    attempt_count: int
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="pending: not yet delivered, retries left"
+    )
+    attempt_count: int = Field(description="Attempts made so far")
     status_code: int | None = Field(description="Of the last attempt")
     duration_ms: int | None = Field(description="Of the last attempt")
     error: str | None = Field(description="Of the last attempt")
-    next_retry_at: datetime | None
-    created_at: datetime
-    delivered_at: datetime | None
-    redelivery_of: UUID | None
-    attempts: list[WebhookAttempt]
+    next_retry_at: datetime | None = Field(description="When the next attempt is due (pending only)")
+    created_at: datetime = Field(description="When the event was written to the outbox")
+    delivered_at: datetime | None = Field(description="When the endpoint answered 2xx")
+    redelivery_of: UUID | None = Field(description="The delivery this one sends again, if any")
+    attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first")
 
 
 COLUMNS = (
