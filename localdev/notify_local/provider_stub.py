@@ -29,7 +29,13 @@ HTTP control, for another process (the local runtime, benchmarks; see ``RemoteSt
 ``GET /_stub/requests[?provider=x]``, ``POST /_stub/config`` (JSON: provider + the keyword
 arguments of ``configure``), ``POST /_stub/reset``, ``GET /_stub/env``, ``GET /_stub/health``.
 
-CLI: ``python -m notify_local.provider_stub --port 8025 [--print-env]``. Binds 127.0.0.1 only.
+After a send it accepted, the stub can report delivery back as the providers do (signed SendGrid
+Event Webhook batches to a configured URL, Twilio status callbacks to each message's
+StatusCallback): ``configure_callbacks(...)`` / ``POST /_stub/callbacks``, ``--callbacks-to URL``;
+see ``provider_callbacks``.
+
+CLI: ``python -m notify_local.provider_stub --port 8025 [--print-env] [--callbacks-to URL]``. Binds
+127.0.0.1 only.
 """
 
 from __future__ import annotations
