@@ -102,7 +102,7 @@ def main() -> None:
             (stored,) = conn.execute(
                 "SELECT count(*) FROM delivery_events WHERE tenant_id = %s", (tenant,)
             ).fetchone() or (0,)
-            statuses = dict(
+            statuses: dict[str, int] = dict(
                 conn.execute(
                     "SELECT status, count(*) FROM notifications WHERE tenant_id = %s GROUP BY status",
                     (tenant,),

@@ -174,10 +174,10 @@ def main() -> None:
         healthy = phase("receiver answering 200", base, key, receiver, args, 0.0, wait=60)
         failing = phase("receiver failing 50 %", base, key, receiver, args, 0.5, wait=240)
         with psycopg.connect(database_url) as conn:
-            statuses = dict(
+            statuses: dict[str, int] = dict(
                 conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status").fetchall()
             )
-            notifications = dict(
+            notifications: dict[str, int] = dict(
                 conn.execute("SELECT status, count(*) FROM notifications GROUP BY status").fetchall()
             )
             (attempts,) = conn.execute("SELECT count(*) FROM webhook_attempts").fetchone() or (0,)

@@ -368,5 +368,5 @@ def test_at_most_the_cap_of_a_reply_is_read() -> None:
             return b"x" * n
 
     reply = Endless()
-    assert guarded_http._read_capped(reply, 65_536) == 65_536  # type: ignore[arg-type]
+    assert guarded_http._read_capped(reply, 65_536) == 65_536
     assert reply.read_total == 65_536
