@@ -49,7 +49,7 @@ def call(base: str, key: str, method: str, path: str, body: object = None) -> di
         headers={"Content-Type": "application/json", "X-Api-Key": key},
     )
     with urllib.request.urlopen(request, timeout=30) as reply:
-        return json.loads(reply.read() or b"null")  # type: ignore[no-any-return]
+        return json.loads(reply.read() or b"null")
 
 
 def load(base: str, key: str, rate: int, seconds: int) -> int:
