@@ -157,6 +157,10 @@ def main() -> None:
         "-p", "RateLimitRequests=1000000",
         "-p", "LogLevel=WARNING",
         "-p", f"WebhookRetrySchedule={SHORT_SCHEDULE}",
+        # Powertools' Metrics keeps one metric set per process: the local runtime's concurrent
+        # invocations (one process for every function) race on its flush ("Must contain at least one
+        # metric" → a 502 now and then). Each Lambda container runs one invocation at a time.
+        "-p", "POWERTOOLS_METRICS_DISABLED=true",
     ]  # fmt: skip
     log_path = state / "notify-local.log"
     with open(log_path, "wb") as log:
