@@ -53,9 +53,7 @@ class WebhookReceiver:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.receiver = self  # type: ignore[attr-defined]
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}/hooks"
@@ -116,6 +114,11 @@ class WebhookReceiver:
         with self._arrived:
             self.received.append(item)
             self._arrived.notify_all()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # listen backlog (set before bind): the default 5 drops bursts of connects
 
 
 class _Handler(BaseHTTPRequestHandler):
