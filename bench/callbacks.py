@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 import uuid
 from typing import Any
@@ -119,7 +120,7 @@ def main() -> None:
         "RESULT "
         + json.dumps(
             {
-                "events_per_s_median": round(sorted(rates)[len(rates) // 2]),
+                "events_per_s_median": round(statistics.median(rates)),
                 "events_per_s_min": round(min(rates)),
                 "events_per_s_max": round(max(rates)),
                 "batch": args.batch,
