@@ -78,8 +78,10 @@ services-down: venv ## stop what `make services` (or the tests) started under .l
 services-status: venv ## are the local services up?
 	$(PY) -m notify_local.services status
 
+# DEV_ARGS=--provider-stub: providers -> the in-process stub, which reports deliveries back (signed)
+DEV_ARGS ?=
 dev: venv ## run the whole system locally: API on :3000, SQS pollers, schedules, DLQ processing
-	$(BIN)/notify-local
+	$(BIN)/notify-local $(DEV_ARGS)
 
 deploy: venv ## sam deploy --config-env $(ENV) (default, staging, prod)
 	$(SAM) deploy --config-env $(ENV)

@@ -21,12 +21,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from notify_core import dlq, health, notifications, users
+from notify_core import audit, dlq, health, idempotency, notifications, users
 from notify_core.auth import Principal
 from notify_core.config import get_settings
 from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
 from notify_core.fields import Cursor, IdempotencyKeyHeader, QueryInt
-from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result
+from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result, raw_body
+from notify_core.integrations import callbacks, webhooks
 from notify_core.models import (
     AttemptList,
     BatchCreate,
@@ -419,7 +420,7 @@ def delete_dead_letter(id: UUID) -> Response[str]:
 # Templates, categories, preferences, messages, suppressions and one-click unsubscribe; the domain
 # is notify_core.audience (and notify_core.suppressions).
 
-from notify_core import audit, suppressions  # noqa: E402
+from notify_core import suppressions  # noqa: E402
 from notify_core.audience import categories, messages, preferences, templates, unsubscribe  # noqa: E402
 from notify_core.audience.models import (  # noqa: E402
     UNSUBSCRIBE_ERRORS,
@@ -739,6 +740,222 @@ def get_unsubscribe(token: str) -> Response[str]:
 )
 def post_unsubscribe(token: str) -> Response[str]:
     return _unsubscribe(token, apply=True)
+
+
+# ------------------------------------------------------------------ feedback: provider callbacks, events, webhooks
+# Provider callbacks are public (scope=None): the provider's signature authenticates them and the
+# tenant comes from what was verified. Verification and parsing live on the provider side
+# (notify_core.providers.sendgrid_events / twilio_status); storing and effects in
+# notify_core.integrations.callbacks.
+
+FORM = "application/x-www-form-urlencoded"
+CALLBACK_ERRORS: dict[int, Any] = {400: None, 401: None, 413: None, 415: None, 503: None}
+
+
+def _request_headers() -> dict[str, str]:
+    return {k: v for k, v in (app.current_event.get("headers") or {}).items() if v is not None}
+
+
+@routes.post(
+    "/callbacks/sendgrid",
+    scope=None,
+    ok={200: callbacks.CallbackResult},
+    errors=CALLBACK_ERRORS,
+    summary="SendGrid Event Webhook: a JSON array of events, ECDSA-signed (timestamp within 5 minutes)",
+    tags=["callbacks"],
+)
+def sendgrid_callback() -> Response[str]:
+    result = callbacks.receive_sendgrid(_request_headers(), raw_body(app.current_event.raw_event))
+    return json_response(200, result)
+
+
+@routes.post(
+    "/callbacks/twilio",
+    scope=None,
+    ok={200: callbacks.CallbackResult},
+    errors=CALLBACK_ERRORS,
+    summary="Twilio message status callback (form-encoded), X-Twilio-Signature verified against the public URL",
+    tags=["callbacks"],
+    media_types=(FORM,),
+    max_body_bytes=65_536,
+)
+def twilio_callback() -> Response[str]:
+    query = {k: v for k, v in (app.current_event.query_string_parameters or {}).items() if v is not None}
+    result = callbacks.receive_twilio(query, _request_headers(), raw_body(app.current_event.raw_event))
+    return json_response(200, result)
+
+
+@routes.get(
+    "/api/v1/notifications/<id>/events",
+    scope="notifications:read",
+    ok={200: Page[callbacks.DeliveryEvent]},
+    summary="What providers reported: delivered, bounced, dropped, deferred, opened, clicked, complained, undelivered",
+    tags=["notifications"],
+)
+def list_notification_events(
+    id: UUID,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    return json_response(200, callbacks.list_page(principal().tenant_id, id, limit=limit, cursor=cursor))
+
+
+@routes.post(
+    "/api/v1/webhooks",
+    scope="webhooks:write",
+    ok={200: webhooks.WebhookCreated, 201: webhooks.WebhookCreated},
+    errors={409: None},
+    summary="Register an endpoint; the reply shows its signing secret once",
+    tags=["webhooks"],
+)
+def create_webhook(
+    body: Annotated[webhooks.WebhookCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    tenant_id = principal().tenant_id
+    created = idempotency.create_once(
+        tenant_id=tenant_id,
+        route="POST /api/v1/webhooks",
+        key=idempotency_key,
+        body=body.model_dump(mode="json"),
+        create=lambda: idempotency.Created(
+            HTTPStatus.CREATED, webhooks.create(tenant_id, body, _actor()).model_dump(mode="json")
+        ),
+    )
+    return json_response(created.status, created.body)
+
+
+@routes.get(
+    "/api/v1/webhooks",
+    scope="webhooks:read",
+    ok={200: Page[webhooks.Webhook]},
+    summary="List endpoints, newest first",
+    tags=["webhooks"],
+)
+def list_webhooks(
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    return json_response(200, webhooks.list_page(principal().tenant_id, limit=limit, cursor=cursor))
+
+
+@routes.get(
+    "/api/v1/webhooks/<id>",
+    scope="webhooks:read",
+    ok={200: webhooks.Webhook},
+    summary="Read an endpoint",
+    tags=["webhooks"],
+)
+def get_webhook(id: UUID) -> Response[str]:
+    return json_response(200, webhooks.get(principal().tenant_id, id))
+
+
+@routes.patch(
+    "/api/v1/webhooks/<id>",
+    scope="webhooks:write",
+    ok={200: webhooks.Webhook},
+    summary="Change an endpoint (active: true re-enables one the system disabled)",
+    tags=["webhooks"],
+)
+def patch_webhook(id: UUID, body: Annotated[webhooks.WebhookPatch, Body()]) -> Response[str]:
+    return json_response(200, webhooks.update(principal().tenant_id, id, body, _actor()))
+
+
+@routes.delete(
+    "/api/v1/webhooks/<id>",
+    scope="webhooks:write",
+    ok={204: None},
+    summary="Delete an endpoint",
+    tags=["webhooks"],
+)
+def delete_webhook(id: UUID) -> Response[str]:
+    webhooks.delete(principal().tenant_id, id, _actor())
+    return no_content()
+
+
+@routes.post(
+    "/api/v1/webhooks/<id>/rotate-secret",
+    scope="webhooks:write",
+    ok={200: webhooks.SecretRotated, 201: webhooks.SecretRotated},
+    errors={409: None},
+    summary="A new secret, shown once; the old one also signs for 24 h",
+    tags=["webhooks"],
+)
+def rotate_webhook_secret(id: UUID, idempotency_key: IdempotencyHeader = None) -> Response[str]:
+    tenant_id = principal().tenant_id
+    created = idempotency.create_once(
+        tenant_id=tenant_id,
+        route=f"POST /api/v1/webhooks/{id}/rotate-secret",
+        key=idempotency_key,
+        body={},
+        create=lambda: idempotency.Created(
+            HTTPStatus.CREATED, webhooks.rotate_secret(tenant_id, id, _actor()).model_dump(mode="json")
+        ),
+    )
+    return json_response(created.status, created.body)
+
+
+@routes.post(
+    "/api/v1/webhooks/<id>/test",
+    scope="webhooks:write",
+    ok={200: webhooks.WebhookDelivery, 202: webhooks.WebhookDelivery},
+    errors={409: None},
+    summary="Send a webhook.test event to this endpoint",
+    tags=["webhooks"],
+)
+def send_test_webhook(id: UUID, idempotency_key: IdempotencyHeader = None) -> Response[str]:
+    tenant_id = principal().tenant_id
+    created = idempotency.create_once(
+        tenant_id=tenant_id,
+        route=f"POST /api/v1/webhooks/{id}/test",
+        key=idempotency_key,
+        body={},
+        create=lambda: idempotency.Created(
+            HTTPStatus.ACCEPTED, webhooks.send_test(tenant_id, id, _actor()).model_dump(mode="json")
+        ),
+    )
+    return json_response(created.status, created.body)
+
+
+@routes.get(
+    "/api/v1/webhooks/<id>/deliveries",
+    scope="webhooks:read",
+    ok={200: Page[webhooks.WebhookDelivery]},
+    summary="Deliveries, newest first, each with its attempts: status code, duration, error, next retry",
+    tags=["webhooks"],
+)
+def list_webhook_deliveries(
+    id: UUID,
+    status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    page = webhooks.list_deliveries(principal().tenant_id, id, limit=limit, cursor=cursor, status=status)
+    return json_response(200, page)
+
+
+@routes.post(
+    "/api/v1/webhooks/<id>/deliveries/<delivery_id>/redeliver",
+    scope="webhooks:write",
+    ok={200: webhooks.WebhookDelivery, 202: webhooks.WebhookDelivery},
+    errors={409: None},
+    summary="Send a delivery's event again (same webhook-id)",
+    tags=["webhooks"],
+)
+def redeliver_webhook(
+    id: UUID, delivery_id: UUID, idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    tenant_id = principal().tenant_id
+    created = idempotency.create_once(
+        tenant_id=tenant_id,
+        route=f"POST /api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+        key=idempotency_key,
+        body={},
+        create=lambda: idempotency.Created(
+            HTTPStatus.ACCEPTED,
+            webhooks.redeliver(tenant_id, id, delivery_id, _actor()).model_dump(mode="json"),
+        ),
+    )
+    return json_response(created.status, created.body)
 
 
 # ------------------------------------------------------------------ entry point

@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-sqs", action="store_true", help="leave a LocalStack started by this run running"
     )
     parser.add_argument(
+        "--provider-stub",
+        nargs="?",
+        const=8025,
+        type=int,
+        metavar="PORT",
+        help="feedback: run the provider stub in this process (default port 8025), point SendGrid, Twilio "
+        "and FCM at it, and have it report deliveries back to this runtime's /callbacks/* (signed)",
+    )
+    parser.add_argument(
         "--env-json",
         type=Path,
         default=ROOT / "env.json",
@@ -362,7 +371,17 @@ def _serve(
         # AWS), so the one pool they share here is sized for all of them.
         "DB_POOL_MAX_SIZE": "20",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{args.port}",
+        # feedback: local webhook receivers (http://, 127.0.0.1) are allowed; metadata addresses never
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
     }
+    stub = None
+    if args.provider_stub is not None:  # feedback: the whole loop locally, callbacks included
+        from .provider_stub import ProviderStub
+
+        stub = ProviderStub(args.provider_stub).start()
+        stub.configure_callbacks(sendgrid_url=f"http://127.0.0.1:{args.port}/callbacks/sendgrid")
+        runtime_env.update(stub.env())
+        log.info("notify-local: provider stub on %s, reporting deliveries to /callbacks/*", stub.url)
     functions = [
         logical_id
         for logical_id in stack.resources("AWS::Serverless::Function")
@@ -409,6 +428,8 @@ def _serve(
             pass
     finally:
         runtime.stop()
+        if stub is not None:
+            stub.close()
         db.close_pool()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

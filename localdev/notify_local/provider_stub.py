@@ -29,7 +29,13 @@ HTTP control, for another process (the local runtime, benchmarks; see ``RemoteSt
 ``GET /_stub/requests[?provider=x]``, ``POST /_stub/config`` (JSON: provider + the keyword
 arguments of ``configure``), ``POST /_stub/reset``, ``GET /_stub/env``, ``GET /_stub/health``.
 
-CLI: ``python -m notify_local.provider_stub --port 8025 [--print-env]``. Binds 127.0.0.1 only.
+After a send it accepted, the stub can report delivery back as the providers do (signed SendGrid
+Event Webhook batches to a configured URL, Twilio status callbacks to each message's
+StatusCallback): ``configure_callbacks(...)`` / ``POST /_stub/callbacks``, ``--callbacks-to URL``;
+see ``provider_callbacks``.
+
+CLI: ``python -m notify_local.provider_stub --port 8025 [--print-env] [--callbacks-to URL]``. Binds
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, urlsplit
+
+from . import provider_callbacks
 
 LOOPBACK = "127.0.0.1"
 PROVIDERS = ("sendgrid", "twilio", "fcm", "oauth")
@@ -336,6 +344,9 @@ class ProviderStub:
         self.port = int(self._server.server_address[1])
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.token_uri = f"{self.url}/token"
+        # feedback: delivery callbacks after accepted sends (provider_callbacks)
+        self._callbacks = provider_callbacks.CallbackConfig()
+        self._emitter: provider_callbacks.Emitter | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -352,6 +363,8 @@ class ProviderStub:
 
     def close(self) -> None:
         self._stopping.set()  # wakes delayed replies
+        if self._emitter is not None:
+            self._emitter.stop()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -406,10 +419,82 @@ class ProviderStub:
             ]
 
     def reset(self) -> None:
-        """Forget recorded requests and behaviours (issued tokens stay valid)."""
+        """Forget recorded requests, behaviours and callback outcomes (issued tokens and the
+        callback URL stay)."""
         with self._lock:
             self._records.clear()
             self._behaviour = {p: Behaviour() for p in PROVIDERS}
+            self._callbacks = provider_callbacks.CallbackConfig(sendgrid_url=self._callbacks.sendgrid_url)
+            if self._emitter is not None:
+                self._emitter.reset()
+
+    # ------------------------------------------------------------ feedback: delivery callbacks
+
+    def configure_callbacks(
+        self,
+        *,
+        sendgrid_url: str | None = None,
+        sendgrid: str = "delivered",
+        twilio: str = "delivered",
+        delay_ms: int = 200,
+    ) -> dict[str, Any]:
+        """What the stub reports after an accepted send (see provider_callbacks): the SendGrid
+        Event Webhook URL (None keeps the current one, "" turns SendGrid's off), each provider's
+        outcome (`none` reports nothing) and the delay after the send's reply."""
+        config = provider_callbacks.CallbackConfig(
+            sendgrid_url=self._callbacks.sendgrid_url if sendgrid_url is None else sendgrid_url,
+            sendgrid=sendgrid,
+            twilio=twilio,
+            delay_ms=int(delay_ms),
+        )
+        with self._lock:
+            self._callbacks = config
+        return dataclasses.asdict(config)
+
+    def callbacks(self, provider: str | None = None) -> list[provider_callbacks.SentCallback]:
+        """The callbacks the stub has sent (with the status each got)."""
+        emitter = self._emitter
+        if emitter is None:
+            return []
+        with self._lock:
+            return [c for c in list(emitter.sent) if provider is None or c.provider == provider]
+
+    def _after_send(self, provider: str, record: RecordedRequest, reply: Reply) -> None:
+        config = self._callbacks
+        delay = config.delay_ms / 1000
+        if provider == "sendgrid" and reply[0] == 202 and config.sendgrid_url and config.sendgrid != "none":
+            events = provider_callbacks.sendgrid_events(
+                record.body, reply[1].get("X-Message-Id", ""), config.sendgrid
+            )
+            url = config.sendgrid_url
+            self._emit(
+                delay,
+                lambda: self._emitter_post("sendgrid", url, *provider_callbacks.sendgrid_request(events)),
+            )
+        elif provider == "twilio" and reply[0] == 201 and config.twilio != "none":
+            form = record.body if isinstance(record.body, dict) else {}
+            url = str(form.get("StatusCallback") or "")
+            token = (record.basic_auth or ("", ""))[1]
+            if not provider_callbacks.is_http_url(url):
+                return
+            for i, params in enumerate(
+                provider_callbacks.twilio_statuses(form, json.loads(reply[2]), config.twilio)
+            ):
+                body, headers = provider_callbacks.twilio_request(url, params, token)
+                self._emit(
+                    delay * (i + 1), functools.partial(self._emitter_post, "twilio", url, body, headers)
+                )
+
+    def _emit(self, delay_s: float, run: Any) -> None:
+        with self._lock:
+            if self._emitter is None:
+                self._emitter = provider_callbacks.Emitter()
+            emitter = self._emitter
+        emitter.later(delay_s, run)
+
+    def _emitter_post(self, provider: str, url: str, body: bytes, headers: dict[str, str]) -> None:
+        if self._emitter is not None:
+            self._emitter.post(provider, url, body, headers)
 
     def issued_tokens(self) -> set[str]:
         with self._lock:
@@ -431,6 +516,7 @@ class ProviderStub:
             "FCM_SERVICE_ACCOUNT_JSON": json.dumps(self.service_account()),
             "FCM_PROJECT_ID": STUB_FCM_PROJECT,
             "FCM_BASE_URL": self.url,
+            "SENDGRID_WEBHOOK_PUBLIC_KEY": provider_callbacks.sendgrid_public_key(),
         }
 
     # ------------------------------------------------------------ request handling (handler threads)
@@ -456,6 +542,8 @@ class ProviderStub:
         with self._lock:
             record.status, record.failed, record.response_headers = reply[0], fail, dict(reply[1])
             record.response = json.loads(reply[2]) if reply[2] else None
+        if not fail:
+            self._after_send(provider, record, reply)
         return reply
 
     def _route(self, method: str, path: str) -> tuple[str, Any]:
@@ -601,6 +689,14 @@ class ProviderStub:
         if method == "POST" and path == "/_stub/reset":
             self.reset()
             return _json(200, {"ok": True})
+        if method == "POST" and path == "/_stub/callbacks":
+            options = body if isinstance(body, dict) else {}
+            try:
+                return _json(200, {"ok": True, "callbacks": self.configure_callbacks(**options)})
+            except (TypeError, ValueError) as exc:
+                return _json(400, {"error": str(exc)})
+        if method == "GET" and path == "/_stub/callbacks":
+            return _json(200, {"callbacks": [c.to_dict() for c in self.callbacks()]})
         if method == "GET" and path == "/_stub/env":
             return _json(200, self.env())
         if method == "GET" and path == "/_stub/health":
@@ -710,6 +806,9 @@ class RemoteStub:
     def reset(self) -> None:
         self._call("POST", "/_stub/reset", {})
 
+    def configure_callbacks(self, **options: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self._call("POST", "/_stub/callbacks", options)["callbacks"])
+
     def env(self) -> dict[str, str]:
         return cast(dict[str, str], self._call("GET", "/_stub/env"))
 
@@ -725,8 +824,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8025, help="port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--print-env", action="store_true", help="print `export` lines for the providers")
+    parser.add_argument(
+        "--callbacks-to",
+        metavar="URL",
+        default="",
+        help="the platform's public URL (e.g. http://127.0.0.1:3000): report deliveries to its "
+        "/callbacks/sendgrid (Twilio reports to each message's StatusCallback anyway)",
+    )
     args = parser.parse_args(argv)
     stub = ProviderStub(args.port).start()
+    if args.callbacks_to:
+        stub.configure_callbacks(sendgrid_url=args.callbacks_to.rstrip("/") + "/callbacks/sendgrid")
     print(f"provider stub listening on {stub.url}", flush=True)
     if args.print_env:
         for line in iter_env_lines(stub.env()):

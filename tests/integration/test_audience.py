@@ -75,7 +75,7 @@ def test_preferences_bad_input(api: Api, make_tenant: Any, make_api: Any) -> Non
     assert other("PUT", f"/api/v1/users/{uid}/preferences", {}).status == 404
 
 
-def test_ingest_refuses_what_preferences_and_suppressions_block(api: Api) -> None:
+def test_ingest_refuses_what_preferences_block_and_stops_what_suppressions_block(api: Api) -> None:
     category(api, "marketing")
     category(api, "security", critical=True)
     uid = user(api)
@@ -87,7 +87,8 @@ def test_ingest_refuses_what_preferences_and_suppressions_block(api: Api) -> Non
         {"field": "category", "message": "preference: the user turned off marketing on sms"}
     ]
     assert api("POST", "/api/v1/notifications", {**sms, "category": "security"}).status == 202  # critical
-    # a suppressed address: refused, whatever the category, but critical passes an unsubscribe
+    # a suppressed address: stored `suppressed` with the reason and never sent, whatever the
+    # category, but critical passes an unsubscribe
     email = {"channel": "email", "payload": {"to": "Bob@Example.com", "subject": "s", "body": "b"}}
     made = api(
         "POST",
@@ -95,25 +96,32 @@ def test_ingest_refuses_what_preferences_and_suppressions_block(api: Api) -> Non
         {"channel": "email", "address": "bob@example.com", "reason": "unsubscribe"},
     )
     assert made.status == 201
-    refused = api("POST", "/api/v1/notifications", email)
-    assert refused.status == 422 and refused.error["details"][0] == {
-        "field": "payload.to",
-        "message": "unsubscribe: the address is suppressed",
-    }
-    assert api("POST", "/api/v1/notifications", {**email, "category": "security"}).status == 202
+    stopped = api("POST", "/api/v1/notifications", email)
+    assert stopped.status == 202
+    assert (stopped.json["status"], stopped.json["last_error"]) == (
+        "suppressed",
+        "unsubscribe: the address is suppressed",
+    )
+    assert api("POST", "/api/v1/notifications", {**email, "category": "security"}).json["status"] == "queued"
     api(
         "POST",
         "/api/v1/suppressions",
         {"channel": "email", "address": "bob@example.com", "reason": "hard_bounce"},
     )
-    assert api("POST", "/api/v1/notifications", {**email, "category": "security"}).status == 422
-    # nothing half-created in a batch: the blocked item has an error, the other is stored
+    critical = api("POST", "/api/v1/notifications", {**email, "category": "security"})
+    assert (critical.status, critical.json["status"]) == (202, "suppressed")
+    assert critical.json["last_error"] == "hard_bounce: the address is suppressed"
+    # nothing half-created in a batch: the item preferences block has an error, the others are
+    # stored (the one to a suppressed address as `suppressed`)
     batch = api(
-        "POST", "/api/v1/notifications/batch", {"notifications": [email, {**sms, "category": "security"}]}
+        "POST",
+        "/api/v1/notifications/batch",
+        {"notifications": [{**sms, "category": "marketing"}, email, {**sms, "category": "security"}]},
     )
     assert batch.status == 207
     assert [("error" in r, r.get("status")) for r in batch.json["results"]] == [
         (True, None),
+        (False, "suppressed"),
         (False, "queued"),
     ]
 

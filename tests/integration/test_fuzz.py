@@ -36,7 +36,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from notify_core import auth
+from notify_core import auth, clients
+from notify_local import provider_callbacks
 from notify_local.lambda_env import LambdaContext, load_handler, rest_event
 from notify_local.runtime import Runtime
 from notify_local.sandbox import Sandbox
@@ -93,6 +94,12 @@ def fuzz_target(test_env: Sandbox) -> Iterator[Target]:
     tenant = auth.create_tenant("fuzz")
     key = auth.create_api_key(tenant, "fuzz", auth.SCOPES, rate_limit=1_000_000).key
     runtime = Runtime(test_env.stack, test_env.sqs, port=0, kinds=("api",), functions={"ApiFunction"})
+    # a deployment configured to verify provider callbacks (without a key they are a 503, by design)
+    saved = {name: os.environ.get(name) for name in ("SENDGRID_WEBHOOK_PUBLIC_KEY", "TWILIO_AUTH_TOKEN")}
+    os.environ.update(
+        SENDGRID_WEBHOOK_PUBLIC_KEY=provider_callbacks.sendgrid_public_key(), TWILIO_AUTH_TOKEN="fuzz"
+    )
+    clients.forget("callback-provider-settings")
     runtime.start()
     tally = Tally()
     try:
@@ -101,6 +108,12 @@ def fuzz_target(test_env: Sandbox) -> Iterator[Target]:
             yield Target(runtime.url, {"X-Api-Key": key, "Authorization": f"Bearer {key}"}, session, tally)
     finally:
         runtime.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        clients.forget("callback-provider-settings")
         if os.environ.get("FUZZ_RESULT"):
             with open(os.environ["FUZZ_RESULT"], "w", encoding="utf-8") as out:
                 json.dump(tally.result(), out)

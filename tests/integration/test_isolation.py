@@ -12,6 +12,7 @@ taught (add a factory for its resource, and a body if it takes one).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,19 @@ def _suppression(api: Api) -> dict[str, str]:
     return {"id": reply.json["id"]}
 
 
+def _webhook(api: Api) -> dict[str, str]:
+    reply = api(
+        "POST",
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/hooks", "events": ["notification.sent"], "description": "owner"},
+    )
+    assert reply.status == 201, reply.raw
+    wid = reply.json["id"]
+    assert api("POST", f"/api/v1/webhooks/{wid}/test").status == 202
+    (delivery,) = api("GET", f"/api/v1/webhooks/{wid}/deliveries").json["data"]
+    return {"id": wid, "delivery_id": delivery["id"]}
+
+
 FACTORIES: dict[str, Callable[[Api], dict[str, str]]] = {
     "users": _user,
     "notifications": _notification,
@@ -100,6 +114,7 @@ FACTORIES: dict[str, Callable[[Api], dict[str, str]]] = {
     "templates": _template,
     "messages": _message,
     "suppressions": _suppression,
+    "webhooks": _webhook,
 }
 
 # A valid body for each route that takes one and has an id in its path: so that the call reaches
@@ -110,6 +125,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/users/<id>/preferences"): {"channels": {"sms": False}},
     ("PUT", "/api/v1/templates/<key>"): TEMPLATE,
     ("POST", "/api/v1/templates/<key>/preview"): {"channel": "email", "data": {"name": "Eve"}},
+    ("PATCH", "/api/v1/webhooks/<id>"): {"description": "taken over"},
 }
 
 
@@ -131,7 +147,7 @@ def test_every_keyed_route_is_known_to_this_file() -> None:
 def test_a_key_without_the_routes_scope_is_refused(spec: Any, make_tenant: Any, make_api: Any) -> None:
     others = tuple(s for s in auth.SCOPES if s != spec.gate.scope)
     caller = make_api(make_tenant(scopes=others).key)
-    path = spec.path.replace("<id>", "00000000-0000-4000-8000-000000000000").replace("<key>", "some-key")
+    path = re.sub(r"<\w*id>", "00000000-0000-4000-8000-000000000000", spec.path).replace("<key>", "some-key")
     reply = caller(
         spec.method, path, BODIES.get((spec.method, spec.path), {}) if spec.gate.takes_body else None
     )
@@ -144,8 +160,9 @@ def test_a_key_without_the_routes_scope_is_refused(spec: Any, make_tenant: Any, 
 
 @pytest.fixture
 def owner(
-    make_tenant: Callable[..., Tenant], make_api: Callable[..., Api]
+    make_tenant: Callable[..., Tenant], make_api: Callable[..., Api], settings_env: Any
 ) -> tuple[Api, dict[str, dict[str, str]]]:
+    settings_env(WEBHOOK_ALLOW_PRIVATE_TARGETS="true")  # a loopback endpoint, as the local runtime allows
     api = make_api(make_tenant("owner").key)
     return api, {name: factory(api) for name, factory in FACTORIES.items()}
 

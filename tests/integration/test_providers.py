@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from notify_core.config import get_settings
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -189,6 +190,8 @@ def test_twilio_request_carries_to_from_body_and_basic_auth(stub: ProviderStub) 
         201,
     )
     assert req.header("Content-Type") == "application/x-www-form-urlencoded"
+    callback = req.body.pop("StatusCallback")  # feedback: delivery reports come back (twilio_status)
+    assert callback.startswith(get_settings().public_base_url + "/callbacks/twilio?notification_id=")
     assert req.body == {"To": "+14155550100", "From": STUB_TWILIO_FROM, "Body": "Your code is 123456."}
     assert req.basic_auth == (STUB_TWILIO_SID, STUB_TWILIO_TOKEN)
     assert receipt.provider_message_id == req.response["sid"]
@@ -210,6 +213,7 @@ def test_twilio_uses_the_messaging_service_when_configured(
     send("twilio")
 
     (req,) = stub.requests("twilio")
+    assert req.body.pop("StatusCallback")  # feedback
     assert req.body == {
         "To": "+14155550100",
         "MessagingServiceSid": "MG" + "1" * 32,

@@ -18,7 +18,13 @@ from notify_core.models import ErrorEnvelope
 from notify_core.openapi import ERRORS, operations
 from notify_local.lambda_env import LambdaContext, load_handler, rest_event
 
-PUBLIC = {("GET", "/health"), ("GET", "/swagger")}
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/swagger"),
+    # feedback: authenticated by the provider's signature, not an API key
+    ("POST", "/callbacks/sendgrid"),
+    ("POST", "/callbacks/twilio"),
+}
 # audience (issue 10): one-click unsubscribe, authenticated by its signed token
 PUBLIC |= {("GET", "/u/{token}"), ("POST", "/u/{token}")}
 

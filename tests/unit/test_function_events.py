@@ -31,3 +31,11 @@ def test_schedule_events_are_eventbridge_scheduled_events() -> None:
         event = parse(event=json.loads((EVENTS / name).read_text()), model=EventBridgeModel)
         assert event.detail_type == "Scheduled Event"
         assert event.source == "aws.events"
+
+
+def test_webhook_dispatcher_event_carries_delivery_ids() -> None:
+    record_model = load_module("functions/webhook_dispatcher/", "app").DeliveryRecord
+    raw = json.loads((EVENTS / "webhook_dispatcher_batch.json").read_text())
+    assert parse(event=raw, model=SqsModel).Records
+    for record in raw["Records"]:
+        assert record_model.model_validate(record).body.id == QueueMessage.parse(record["body"]).id

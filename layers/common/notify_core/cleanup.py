@@ -21,6 +21,9 @@ _JOBS = {
     " (SELECT id FROM idempotency_records WHERE expiration < extract(epoch FROM %(cutoff)s) LIMIT %(limit)s)",
     "audit_events": "DELETE FROM audit_events WHERE id IN"
     " (SELECT id FROM audit_events WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
+    # feedback: finished webhook deliveries (their attempts go with them)
+    "webhook_deliveries": "DELETE FROM webhook_deliveries WHERE id IN"
+    " (SELECT id FROM webhook_deliveries WHERE created_at < %(cutoff)s AND status <> 'pending' LIMIT %(limit)s)",
 }
 
 
@@ -33,6 +36,7 @@ def run(settings: Settings | None = None, max_batches: int = 100) -> dict[str, i
         "idempotency_keys": now - timedelta(hours=settings.idempotency_window_hours),
         "idempotency_records": now,  # their own expiry is stored with them
         "audit_events": now - timedelta(days=settings.audit_retention_days),
+        "webhook_deliveries": now - timedelta(days=settings.attempt_retention_days),  # feedback
     }
     removed: dict[str, int] = {}
     for job, statement in _JOBS.items():

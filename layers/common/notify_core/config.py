@@ -88,6 +88,35 @@ class Settings(BaseModel):
         secret = self.unsubscribe_signing_secret.get_secret_value()
         return (secret or DEV_UNSUBSCRIBE_SECRET).encode()
 
+    # --- feedback: provider callbacks and outgoing webhooks (integrations/)
+    # A provider callback older (or newer) than this is refused (SendGrid's signed timestamp).
+    callback_max_age_seconds: int = Field(default=300, ge=1, le=3600)
+    webhook_queue_url: str = ""
+    # Local mode: http:// and private/loopback targets allowed (never cloud metadata addresses).
+    webhook_allow_private_targets: bool = False
+    # Seconds before each retry after the first attempt (Standard Webhooks' schedule, ~27 h in all);
+    # jittered by up to 10 %. The delivery fails once every delay is spent.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=10)
+    webhook_read_timeout_seconds: float = Field(default=10.0, gt=0, le=20)
+    webhook_max_response_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+    webhook_send_concurrency: int = Field(default=10, ge=1, le=50)
+    # An endpoint whose delivery has spent its retries while it has been failing this long, without
+    # one success, is disabled (and the change audited).
+    webhook_disable_after_seconds: int = Field(default=86_400, ge=1)
+    # An outbox row (or a due retry) whose message has not been acted on after this long is
+    # re-enqueued by the sweeper.
+    webhook_outbox_grace_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
+
     @field_validator("rate_limit_fail_mode", "ambiguous_sends", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -148,6 +177,23 @@ def parse_pairs(text: str) -> dict[str, int]:
             raise ValueError(f"expected name=positive integer, got {part!r}")
         out[name.strip()] = int(number)
     return out
+
+
+@lru_cache(maxsize=8)
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """'5,300,1800' -> (5.0, 300.0, 1800.0): non-negative seconds, at most 20 of them (feedback)."""
+    delays: list[float] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"expected seconds, got {part!r}") from None
+        if not 0 <= value <= 86_400 * 7:
+            raise ValueError(f"a delay must lie between 0 and 604800 seconds, got {part!r}")
+        delays.append(value)
+    if len(delays) > 20:
+        raise ValueError("at most 20 retries")
+    return tuple(delays)
 
 
 @lru_cache(maxsize=1)

@@ -13,23 +13,26 @@ from uuid import UUID
 from psycopg import sql
 
 from .db import transaction
+from .integrations import outbox  # feedback
 from .states import transition
 
 # How far SQS's SentTimestamp and the database's queued_at may disagree.
 CLOCK_SKEW = timedelta(seconds=5)
 
 
-def record_dead_letters(conn: Any, letters: Sequence[tuple[UUID, str, str | None]]) -> None:
-    """One INSERT of dead letters; at most one open dead letter per notification (idempotent)."""
-    conn.execute(
+def record_dead_letters(conn: Any, letters: Sequence[tuple[UUID, str, str | None]]) -> list[dict[str, Any]]:
+    """One INSERT of dead letters; at most one open dead letter per notification (idempotent).
+    Returns the letters created now (id, notification_id, tenant_id, reason, last_error)."""
+    return conn.execute(
         "INSERT INTO notification_dlq (id, notification_id, tenant_id, channel, provider, reason, last_error,"
         " attempt_count)"
         " SELECT gen_random_uuid(), n.id, n.tenant_id, n.channel, n.provider, d.reason, d.error, n.attempt_count"
         " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(id, reason, error)"
         " JOIN notifications n ON n.id = d.id"
-        " ON CONFLICT (notification_id) WHERE replayed_at IS NULL DO NOTHING",
+        " ON CONFLICT (notification_id) WHERE replayed_at IS NULL DO NOTHING"
+        " RETURNING id, notification_id, tenant_id, reason, last_error",
         [[i for i, _, _ in letters], [r for _, r, _ in letters], [e for _, _, e in letters]],
-    )
+    ).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ def record_redriven(messages: Sequence[Redriven]) -> list[UUID]:
             },
             where=_CURRENT_MESSAGE,
             where_params=[ids, [m.sent_at for m in messages], CLOCK_SKEW],
+            returning="id, tenant_id, channel, provider, attempt_count, last_error",
         )
         failed = [r["id"] for r in moved]
         receives = {m.notification_id: m.receives for m in messages}
@@ -86,6 +90,8 @@ def record_redriven(messages: Sequence[Redriven]) -> list[UUID]:
             (i, "redrive", f"redriven by SQS after {receives[i]} receives without success")
             for i in [*failed, *again]
         ]
-        if letters:
-            record_dead_letters(conn, letters)
+        created = record_dead_letters(conn, letters) if letters else []
+        # --- feedback: notification.failed and dlq.created webhooks, in this transaction
+        webhooks = outbox.emit(conn, outbox.redriven_events(moved, created))
+    outbox.enqueue(webhooks)
     return failed

@@ -102,11 +102,11 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]] | None:
     return f"{found.group(1)}/{found.group(2)}".lower(), params
 
 
-def check_size(body: str | None, is_base64: bool) -> None:
+def check_size(body: str | None, is_base64: bool, route_limit: int | None = None) -> None:
     if not body:
         return
     size = len(body) * 3 // 4 if is_base64 else len(body.encode("utf-8", "surrogatepass"))
-    limit = get_settings().max_body_bytes
+    limit = min(get_settings().max_body_bytes, route_limit or get_settings().max_body_bytes)
     if size > limit:
         raise PayloadTooLarge(
             f"the request body is {size} bytes; the limit is {limit}",
@@ -115,20 +115,33 @@ def check_size(body: str | None, is_base64: bool) -> None:
 
 
 def check_media_type(content_type: str | None, accepted: tuple[str, ...] = (JSON,)) -> str:
-    """A body must be `application/json` (charset, if given, utf-8). No Content-Type is taken as JSON.
-    Returns the media type; a route may accept others (`accepted`)."""
+    """A body must be sent as one of the route's media types (`application/json` but for the routes
+    that take a form post: one-click unsubscribe, Twilio's callbacks), charset, if given, utf-8.
+    No Content-Type is taken as the first. Returns the media type."""
     if content_type is None:
-        return JSON
+        return accepted[0]
     parsed = parse_media_type(content_type)
     charset = (parsed[1].get("charset", "utf-8") if parsed else "").lower()
-    if parsed is not None and parsed[0] != JSON and parsed[0] in accepted and charset in ("utf-8", "utf8"):
-        return parsed[0]
-    if parsed is None or parsed[0] != JSON or charset not in ("utf-8", "utf8"):
+    if parsed is None or parsed[0] not in accepted or charset not in ("utf-8", "utf8"):
+        expected = " or ".join(accepted)
+        what = "JSON" if accepted == (JSON,) else "the body"
         raise UnsupportedMediaType(
-            f"send JSON with 'Content-Type: {JSON}'",
-            [{"field": "Content-Type", "message": f"must be {JSON} (charset utf-8 if given)"}],
+            f"send {what} with 'Content-Type: {expected}'",
+            [{"field": "Content-Type", "message": f"must be {expected} (charset utf-8 if given)"}],
         )
-    return JSON
+    return parsed[0]
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body's bytes as the client sent them (API Gateway may have base64-encoded them):
+    for routes that verify a signature over the raw body. Invalid base64 is a 400."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8", "surrogateescape")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed("not valid base64") from None
 
 
 # ---------------------------------------------------------------- 6: the body
@@ -266,7 +279,10 @@ class Gate:
 
     scope: str | None
     takes_body: bool
-    media_types: tuple[str, ...] = (JSON,)  # audience (issue 10): a form post for one-click unsubscribe
+    # the media types the body may be sent as (the first when there is no Content-Type), and a limit
+    # below MAX_BODY_BYTES: form posts for one-click unsubscribe and Twilio's status callbacks
+    media_types: tuple[str, ...] = (JSON,)
+    max_body_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -281,15 +297,15 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == wanted and v is not None), None)
 
 
-def _canonical_content_type(event: dict[str, Any]) -> None:
-    """After the check, the event says plain `application/json`: what comes later (the resolver's
-    validation) compares the header as text."""
+def _canonical_content_type(event: dict[str, Any], media_type: str = JSON) -> None:
+    """After the check, the event says plain `application/json` (or the route's media type): what
+    comes later (the resolver's validation) compares the header as text."""
     for field in ("headers", "multiValueHeaders"):
         values = event.get(field)
         if isinstance(values, dict):
             for name in [k for k in values if k.lower() == "content-type"]:
                 del values[name]
-            values["Content-Type"] = JSON if field == "headers" else [JSON]
+            values["Content-Type"] = media_type if field == "headers" else [media_type]
 
 
 def gate(
@@ -299,11 +315,11 @@ def gate(
     resolver answers). Raises the DomainError of the first check that refuses."""
     headers = {k: v for k, v in (event.get("headers") or {}).items() if v is not None}
     body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
-    check_size(body, is_base64)
+    media_types = route.media_types if route is not None else (JSON,)
+    check_size(body, is_base64, route.max_body_bytes if route is not None else None)
     if body:
-        media = check_media_type(_header(headers, "content-type"), route.media_types if route else (JSON,))
-        if media == JSON:
-            _canonical_content_type(event)
+        media = check_media_type(_header(headers, "content-type"), media_types)
+        _canonical_content_type(event, media)
     if route is None:
         return Admitted(None, {}, None)
     admitted = Admitted(None, {}, None)

@@ -25,6 +25,7 @@ from .channels import CHANNELS
 from .config import get_settings
 from .db import transaction
 from .errors import Conflict, DomainError, IdempotencyMismatch, NotFound, ValidationFailed
+from .integrations import outbox  # feedback
 from .models import Attempt, Notification, NotificationCreate, Page, parse
 from .providers import serves
 from .states import transition
@@ -42,16 +43,16 @@ BATCH_COLUMNS = "id, status"
 _INSERT = (
     "INSERT INTO notifications (id, tenant_id, user_id, channel, provider, payload, category, status,"
     " idempotency_key, request_hash, max_attempts, send_at, next_attempt_at, queued_at,"
-    " template_key, template_version, message_id)"
+    " template_key, template_version, message_id, last_error)"
     " SELECT r.id, %(tenant)s, r.user_id, r.channel, r.provider, r.payload::jsonb, r.category, r.status,"
     " r.idem, r.hash, r.max_attempts, r.send_at,"
     " CASE r.status WHEN 'scheduled' THEN coalesce(r.held, r.send_at) WHEN 'pending' THEN %(grace)s::timestamptz END,"
-    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END, r.tkey, r.tversion, r.message"
+    " CASE r.status WHEN 'queued' THEN %(now)s::timestamptz END, r.tkey, r.tversion, r.message, r.error"
     " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::text[], %(c3)s::text[], %(c4)s::text[],"
     " %(c5)s::text[], %(c6)s::text[], %(c7)s::text[], %(c8)s::bytea[], %(c9)s::int[], %(c10)s::timestamptz[],"
-    " %(c11)s::timestamptz[], %(c12)s::text[], %(c13)s::int[], %(c14)s::uuid[])"
+    " %(c11)s::timestamptz[], %(c12)s::text[], %(c13)s::int[], %(c14)s::uuid[], %(c15)s::text[])"
     " AS r(id, user_id, channel, provider, payload, category, status, idem, hash, max_attempts, send_at,"
-    " held, tkey, tversion, message)"
+    " held, tkey, tversion, message, error)"
     " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING {returning}"
 )
@@ -96,6 +97,9 @@ class _Prepared:
     template_version: int | None = None
     message_id: UUID | None = None
     hold_until: datetime | None = None  # inside the user's quiet hours: scheduled until then
+    # to a suppressed address: stored `suppressed` with this reason, never enqueued (the record says
+    # what happened to it, as the engine's suppression step would)
+    suppressed: str | None = None
 
 
 def _prepare(index: int, raw: Any, header_key: str | None) -> _Prepared:
@@ -232,7 +236,7 @@ def store(
     # INSERT runs, and the rows are stored `queued` at once (the ones SQS refuses go back to
     # `pending` below). With keys, a row may turn out to be a replay: enqueue after the insert.
     if ready and all(p.idempotency_key is None for p in ready):
-        due = [p for p in ready if not _scheduled(p, now)]
+        due = [p for p in ready if not _scheduled(p, now) and p.suppressed is None]
         if due:
             ahead = dispatch.send_ahead([dispatch.Enqueue(p.row_id, tenant_id, "queued") for p in due])
     insert = functools.partial(
@@ -291,9 +295,10 @@ def _insert(
     `returning`. Rows due now are `queued` (their messages already travelling) or `pending`."""
     if not items:
         return []
-    columns: list[list[Any]] = [[] for _ in range(15)]
+    columns: list[list[Any]] = [[] for _ in range(16)]
     due_status = "queued" if queued else "pending"
     for p in items:
+        status = "suppressed" if p.suppressed else "scheduled" if _scheduled(p, now) else due_status
         row = (
             p.row_id,
             p.request.user_id,
@@ -301,7 +306,7 @@ def _insert(
             p.provider,
             json.dumps(p.payload),
             p.category,
-            "scheduled" if _scheduled(p, now) else due_status,
+            status,
             p.idempotency_key,
             p.request_hash if p.idempotency_key else None,
             p.request.max_attempts or default_attempts,
@@ -310,6 +315,7 @@ def _insert(
             p.template_key,
             p.template_version,
             p.message_id,
+            p.suppressed,
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
@@ -411,16 +417,36 @@ def cancel(tenant_id: UUID, notification_id: UUID) -> Notification:
             returning=COLUMNS,
         )
         if rows:
-            return Notification.model_validate(rows[0])
-        row = conn.execute(
-            "SELECT status FROM notifications WHERE tenant_id = %s AND id = %s", (tenant_id, notification_id)
-        ).fetchone()
+            # --- feedback: notification.cancelled, written in the cancel's transaction
+            cancelled = outbox.Event(tenant_id, "notification.cancelled", _event_data(rows[0]))
+            webhooks = outbox.emit(conn, [cancelled])
+        else:
+            row = conn.execute(
+                "SELECT status FROM notifications WHERE tenant_id = %s AND id = %s",
+                (tenant_id, notification_id),
+            ).fetchone()
+    if rows:
+        outbox.enqueue(webhooks)
+        return Notification.model_validate(rows[0])
     if row is None:
         raise NotFound(f"notification {notification_id} not found")
     raise Conflict(
         f"a notification in status {row['status']!r} can no longer be cancelled",
         [{"field": "status", "message": row["status"]}],
     )
+
+
+def _event_data(row: dict[str, Any]) -> dict[str, Any]:
+    """A notification in a webhook event (feedback)."""
+    data = {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "channel": row["channel"],
+        "provider": row["provider"],
+    }
+    if row.get("user_id") is not None:
+        data["user_id"] = str(row["user_id"])
+    return data
 
 
 def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:

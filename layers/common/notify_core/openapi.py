@@ -168,10 +168,12 @@ class Routes:
         description: str | None = None,
         tags: list[str] | None = None,
         media_types: tuple[str, ...] = ("application/json",),
+        max_body_bytes: int | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """`scope=None` makes a public route (no key, no security in the document). `ok` maps each
         success status to its model (None: no body); `errors` adds statuses the domain raises.
-        `media_types`: the bodies the gate lets through (a form post for one-click unsubscribe)."""
+        `media_types` / `max_body_bytes`: what the gate lets through (form posts: one-click
+        unsubscribe, provider callbacks) and a body limit below MAX_BODY_BYTES."""
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             takes_body, has_params = _parameters(func)
@@ -204,7 +206,7 @@ class Routes:
                 RouteSpec(
                     method.upper(),
                     path,
-                    Gate(scope, takes_body, media_types),
+                    Gate(scope, takes_body, media_types, max_body_bytes),
                     frozenset(responses),
                     dict(ok),
                     statuses,

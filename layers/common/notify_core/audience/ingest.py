@@ -3,7 +3,9 @@ one round trip for a whole batch); rendering a notification's template (`render_
 screen every notification passes before it is stored (`screen`): the user's preferences, the
 address's suppressions (one query) and the user's quiet hours.
 
-A blocked notification is not created: a 422 naming the reason (`preference`, `suppressed`). One
+A notification the user's preferences turn off is not created: a 422 naming the reason. One to a
+suppressed address is stored `suppressed` with the reason and never sent (as the contract says of
+a send to a suppressed address, and so that "did they get it, and if not why?" has an answer). One
 due inside the user's quiet hours is stored `scheduled` until the window ends. Critical categories
 bypass preferences, quiet hours and the `unsubscribe` suppression, never a hard one.
 """
@@ -202,7 +204,9 @@ def lookup_suppressions(
 def screen(
     conn: Any, tenant_id: UUID, items: Sequence[_Prepared], view: View, now: datetime
 ) -> Iterator[tuple[_Prepared, DomainError]]:
-    """Yield each item that must not be created with its 422; set `hold_until` on the held ones."""
+    """Yield each item that must not be created (the user's preferences turn it off) with its 422;
+    mark the ones to a suppressed address (stored `suppressed` with the reason, never sent) and set
+    `hold_until` on the held ones."""
     addresses = {
         (p.request.channel, address)
         for p in items
@@ -232,13 +236,7 @@ def screen(
                 ),
             )
         elif decided.reason == "suppressed":
-            yield (
-                p,
-                ValidationFailed(
-                    "not created: the address is suppressed",
-                    [{"field": f"payload.{CHANNELS[channel].recipient_field}", "message": decided.detail}],
-                ),
-            )
+            p.suppressed = decided.detail  # stored `suppressed` with the reason, never sent
         else:
             p.hold_until = decided.hold_until
 

@@ -168,6 +168,10 @@ def send(row: Claim, ctx: BatchContext) -> Outcome:
     )
 
 
+# --- feedback: a send to a suppressed address ends `suppressed` with the reason (minimal step; the
+# audience work may bring its own with categories: `critical` is False until a claim carries it)
+
+
 # Before a send starts, the invocation must have this much time left beyond the provider's
 # longest send: for recording the outcome.
 GUARD_MARGIN_S = 2.0

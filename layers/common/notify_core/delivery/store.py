@@ -13,6 +13,7 @@ from psycopg import sql
 from ..audience import delivery as audience_delivery
 from ..db import transaction
 from ..dead_letters import record_dead_letters
+from ..integrations import outbox, recording  # feedback
 from ..states import apply_outcomes, transition
 from .engine import Claimed
 from .outcomes import Outcome, columns
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 CLAIMABLE = ("pending", "queued", "retrying")
 DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagree by this much
+RACED_DELAY_S = 1.0  # a message whose row became visible only after the claim: back this soon
 CLAIM_COLUMNS = (
     "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error,"
     " category"  # audience (issue 10)
@@ -68,6 +70,11 @@ class PgStore:
                             row["status"],
                             (due - now).total_seconds(),
                         )
+                    elif row["status"] in CLAIMABLE:
+                        # Claimable and due, yet the UPDATE did not see it: its ingest committed
+                        # between the UPDATE and this SELECT (READ COMMITTED takes a snapshot per
+                        # statement). Dropping the message would strand the row; put it back briefly.
+                        claimed.early[row["id"]] = (row["tenant_id"], row["status"], RACED_DELAY_S)
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
@@ -87,6 +94,7 @@ class PgStore:
             if values["provider_response"] is not None:
                 values["provider_response"] = json.dumps(values["provider_response"])
             changes.append((o.notification_id, o.rule.status or "", values))
+        letters: list[dict[str, Any]] = []
         with transaction() as conn:
             moved = set(apply_outcomes(conn, "sending", changes, where={"claim_id": claim_id}))
             if not moved:
@@ -97,9 +105,12 @@ class PgStore:
                     _insert_attempts(conn, attempts)
                 dead = [o for o in outcomes if o.rule.dead_letter and o.notification_id in moved]
                 if dead:
-                    record_dead_letters(
+                    letters = record_dead_letters(
                         conn, [(o.notification_id, o.reason or "permanent_error", o.error) for o in dead]
                     )
+            # --- feedback: dead push tokens, callbacks that came first, webhook events (outbox)
+            webhooks = recording.after_outcomes(conn, outcomes, rows, moved, letters)
+        outbox.enqueue(webhooks)
         return moved
 
 

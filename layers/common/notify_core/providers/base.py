@@ -409,6 +409,9 @@ class ProviderSettings(BaseModel):
     twilio_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     fcm_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     provider_secrets_arn: str = ""
+    # feedback: verifying provider callbacks (SendGrid Event Webhook key: base64 DER, as SendGrid
+    # shows it; Twilio's are signed with TWILIO_AUTH_TOKEN)
+    sendgrid_webhook_public_key: str = ""
 
     @field_validator("sendgrid_base_url", "twilio_base_url", "fcm_base_url")
     @classmethod

@@ -57,6 +57,14 @@ _PERMANENT_FCM_CODES = {
     "APNS_AUTH_ERROR": "third_party_auth",
 }
 _TRANSIENT_FCM_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
+# Codes that say the registration token itself is dead: the token leaves the user and is suppressed
+# (invalid_token) in the transaction that records the failure.
+INVALID_TOKEN_CODES = frozenset({"unregistered"})
+
+
+def is_token_invalid(code: str | None) -> bool:
+    """Whether a send that failed with `code` proves the push token dead."""
+    return code in INVALID_TOKEN_CODES
 
 
 def parse_fcm_error_body(body: bytes | str | None) -> tuple[str | None, str | None, str]:

@@ -18,6 +18,7 @@ import threading
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from ..config import get_settings
 from ..models import SmsPayload
 from .base import (
     OutgoingMessage,
@@ -33,6 +34,7 @@ from .base import (
     parse_retry_after,
     unexpected_error,
 )
+from .twilio_status import status_callback_url
 
 NAME = "twilio"
 
@@ -166,6 +168,10 @@ class TwilioProvider:
         if not payload.to:
             raise PermanentProviderError("sms payload has no 'to'", "invalid_payload", provider=NAME)
         kwargs = {"to": payload.to, "body": payload.body, **self._sender(payload)}
+        # feedback: Twilio reports delivery to PUBLIC_BASE_URL/callbacks/twilio (twilio_status)
+        kwargs["status_callback"] = status_callback_url(
+            get_settings().public_base_url, message.notification_id, message.tenant_id
+        )
         try:
             reply = self._client.messages.create_with_http_info(**kwargs)
         except self._rest_errors as exc:
