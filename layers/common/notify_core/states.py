@@ -129,4 +129,5 @@ _SQL_TYPES = {
     "provider_response": "jsonb",
     "sent_at": "timestamptz",
     "failed_at": "timestamptz",
+    "provider": "text",  # the provider of the latest attempt (provider routes)
 }

@@ -14,6 +14,7 @@ from .. import ratelimit
 from ..db import transaction
 from ..dead_letters import record_dead_letters
 from ..states import apply_outcomes, transition
+from . import routing
 from .engine import Claimed
 from .outcomes import Outcome, columns
 from .steps import Claim, LimiterUnavailable
@@ -65,7 +66,9 @@ class PgStore:
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        return {}
+        # provider routes (issue 12): the batch's routes and its rows' attempt history, two queries
+        with transaction() as conn:
+            return routing.prefetch(conn, rows)
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         """One transaction: the notifications' new states (one UPDATE, only rows this claim still
@@ -75,6 +78,7 @@ class PgStore:
         for o in outcomes:
             row = rows[o.notification_id]
             values = columns(o, row.attempt_count, row.last_error, now)
+            values["provider"] = o.provider or row.provider  # the provider of the latest attempt (routing)
             if values["provider_response"] is not None:
                 values["provider_response"] = json.dumps(values["provider_response"])
             changes.append((o.notification_id, o.rule.status or "", values))
@@ -97,9 +101,9 @@ class PgStore:
 def _insert_attempts(conn: Any, attempts: Sequence[Outcome]) -> None:
     conn.execute(
         "INSERT INTO notification_attempts (notification_id, tenant_id, attempt_number, provider, outcome,"
-        " error, error_code, provider_message_id, duration_ms)"
+        " error, error_code, provider_message_id, duration_ms, provider_config_id, fault)"
         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::int[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::int[])",
+        " %s::text[], %s::text[], %s::int[], %s::uuid[], %s::text[])",
         [
             [o.notification_id for o in attempts],
             [o.tenant_id for o in attempts],
@@ -110,6 +114,8 @@ def _insert_attempts(conn: Any, attempts: Sequence[Outcome]) -> None:
             [o.error_code for o in attempts],
             [o.provider_message_id for o in attempts],
             [o.duration_ms for o in attempts],
+            [o.provider_config_id for o in attempts],
+            [o.fault if o.kind != "sent" else None for o in attempts],
         ],
     )
 
