@@ -258,7 +258,18 @@ def test_api_function_reads_only_the_configured_secret(template: dict[str, Any])
         if any(str(action).startswith("secretsmanager:") for action in _as_list(statement.get("Action", [])))
     ]
     for statement in secret_statements:
-        assert statement["Resource"] == {"Ref": "DatabaseSecretArn"}
+        actions = set(_as_list(statement["Action"]))
+        if "secretsmanager:GetSecretValue" in actions:
+            assert statement["Resource"] == {"Ref": "DatabaseSecretArn"}
+            assert actions == {"secretsmanager:GetSecretValue"}
+        else:  # provider config credentials: written, never read back, and only under their prefix
+            assert actions <= {
+                "secretsmanager:CreateSecret",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:DeleteSecret",
+                "secretsmanager:TagResource",
+            }
+            assert statement["Resource"]["Fn::Sub"].endswith(":secret:${AWS::StackName}/provider-configs/*")
     assert "HasDatabaseSecret" in template["Conditions"]
 
 
@@ -312,3 +323,102 @@ def test_sample_event_is_a_rest_proxy_event_for_a_served_route(
         assert value in event["multiValueQueryStringParameters"][name]
     placeholders = set(re.findall(r"{(\w+)}", event["resource"]))
     assert set(event["pathParameters"] or {}) == placeholders
+
+
+# ---------------------------------------------------------------- operating: alarms, dashboard, roll-up
+
+
+def _dead_letter_queues(template: dict[str, Any]) -> set[str]:
+    """Every queue some queue's RedrivePolicy sends its dead letters to."""
+    found = set()
+    for queue in _resources_of_type(template, "AWS::SQS::Queue").values():
+        target = (queue["Properties"].get("RedrivePolicy") or {}).get("deadLetterTargetArn")
+        if isinstance(target, dict) and "Fn::GetAtt" in target:
+            found.add(target["Fn::GetAtt"][0])
+    return found
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: res["Properties"]
+        for name, res in _resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _watches(alarm: dict[str, Any], namespace: str, metric: str, dimension: dict[str, Any]) -> bool:
+    stats = [alarm] + [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+    return any(
+        s.get("Namespace") == namespace
+        and s.get("MetricName") == metric
+        and any(d.get("Value") == dimension for d in s.get("Dimensions", []))
+        for s in stats
+    )
+
+
+def test_every_dead_letter_queue_has_a_depth_alarm(template: dict[str, Any]) -> None:
+    dlqs = _dead_letter_queues(template)
+    assert DLQ in dlqs
+    for dlq in dlqs:
+        depth = [
+            a
+            for a in _alarms(template).values()
+            if _watches(
+                a, "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [dlq, "QueueName"]}
+            )
+        ]
+        assert depth, f"no depth alarm on {dlq}"
+        assert depth[0]["Threshold"] == 0 and depth[0]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_promised_alarms_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
+    alarms = _alarms(template)
+    watched = {
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", json.dumps({"Fn::GetAtt": [QUEUE, "QueueName"]})),
+        ("AWS/Lambda", "Errors", json.dumps({"Ref": "SenderFunction"})),
+        ("AWS/Lambda", "Throttles", json.dumps({"Ref": "SenderFunction"})),
+        ("AWS/Lambda", "Errors", json.dumps({"Ref": API_FUNCTION})),
+        ("AWS/Lambda", "Throttles", json.dumps({"Ref": API_FUNCTION})),
+        ("AWS/ApiGateway", "5XXError", json.dumps({"Fn::Sub": "${AWS::StackName}-api"})),
+    }
+    for namespace, metric, dimension in watched:
+        assert any(_watches(a, namespace, metric, json.loads(dimension)) for a in alarms.values()), metric
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def test_the_dashboard_shows_every_alarm(template: dict[str, Any]) -> None:
+    body = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    assert widgets
+    for name in _alarms(template):
+        assert "${" + name + ".Arn}" in body, name
+
+
+def test_metrics_rollup_runs_every_five_minutes(template: dict[str, Any]) -> None:
+    function = _functions(template)["MetricsRollupFunction"]
+    assert [e["Schedule"] for e in _events(function, "Schedule")] == ["rate(5 minutes)"]
+
+
+def test_the_sender_may_send_through_ses_and_sns_and_read_only_config_secrets(
+    template: dict[str, Any],
+) -> None:
+    policies = _as_list(_functions(template)["SenderFunction"]["Properties"]["Policies"])
+    actions = {
+        str(action): statement.get("Resource")
+        for policy in policies
+        for statement in _policy_statements(policy)
+        for action in _as_list(statement.get("Action", []))
+    }
+    assert {"ses:SendEmail", "ses:SendRawEmail", "sns:Publish"} <= set(actions)
+    config_secrets = [
+        s
+        for p in policies
+        for s in _policy_statements(p)
+        if "secretsmanager:GetSecretValue" in _as_list(s.get("Action", []))
+        and isinstance(s.get("Resource"), dict)
+        and "Fn::Sub" in s["Resource"]
+    ]
+    assert config_secrets and config_secrets[0]["Resource"]["Fn::Sub"].endswith("/provider-configs/*")
