@@ -19,8 +19,8 @@ get_settings()  # a wrong setting fails the cold start
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    # Leave a margin below the function's timeout for the commit.
-    budget_ms = max(10_000, context.get_remaining_time_in_millis() - 15_000)
-    result = metrics_rollup.rollup(statement_timeout_ms=budget_ms)
+    # Start no chunk later than 30 s before the function's timeout (a chunk takes seconds at most).
+    budget_s = max(5.0, context.get_remaining_time_in_millis() / 1000 - 30)
+    result = metrics_rollup.rollup(budget_s=budget_s)
     metrics.add_metric(name="MetricsHoursRolledUp", unit="Count", value=result["hours"])
     return result

@@ -7,11 +7,12 @@
   hour rows, and a percentile read from the merged bins (nearest rank, the bin's geometric middle)
   is within 2^(1/16) - 1 = 4.4% of the exact one.
 * Incremental: every statement that changes notifications marks the (tenant, hour) pairs it touched
-  (a statement trigger into `metrics_stale_hours`, migration 0007). The roll-up takes the marks that
-  are committed, recounts exactly those hours from the notifications, replaces their rows, and
-  deletes exactly the marks it took, in one transaction. A mark committed while it runs stays for
-  the next run, so a late change (a notification sent or delivered after its hour was rolled) is
-  caught on the next run.
+  (a statement trigger into `metrics_stale_hours`, migration 0007). The roll-up takes committed marks
+  a chunk at a time, recounts exactly those hours from the notifications, replaces their rows, and
+  deletes exactly the marks it took, each chunk in one transaction. A mark committed while it runs
+  stays for the next run, so a late change (a notification sent or delivered after its hour was
+  rolled) is caught on the next run; a backlog (a first deploy over old data) is worked off over
+  several runs, oldest hours first.
 * Idempotent: an hour's rows are a function of its notifications, recounted from scratch; running
   again over the same hours (`rollup_window`) changes nothing.
 """
@@ -19,12 +20,15 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from psycopg.rows import tuple_row
 from pydantic import BaseModel, Field
 
 from .db import transaction
@@ -50,18 +54,25 @@ def bin_value(index: int) -> float:
     return float(2 ** ((index + 0.5) / BINS_PER_DOUBLING))
 
 
-def percentile(bins: dict[int, int], p: float) -> float | None:
-    """The nearest-rank percentile `p` (0-100) of a histogram; None when it is empty."""
+def percentiles(bins: dict[int, int], ps: Sequence[float]) -> list[float | None]:
+    """The nearest-rank percentiles `ps` (0-100, ascending) of a histogram, in one walk over its
+    bins; None each when it is empty."""
     total = sum(bins.values())
     if total == 0:
-        return None
-    rank = max(1, math.ceil(p / 100 * total))
+        return [None] * len(ps)
+    ranks = [max(1, math.ceil(p / 100 * total)) for p in ps]
+    out: list[float | None] = []
     seen = 0
     for index in sorted(bins):
         seen += bins[index]
-        if seen >= rank:
-            return round(bin_value(index), 1)
-    return round(bin_value(max(bins)), 1)  # not reached: the ranks add up to total
+        while len(out) < len(ranks) and seen >= ranks[len(out)]:
+            out.append(round(bin_value(index), 1))
+    return out
+
+
+def percentile(bins: dict[int, int], p: float) -> float | None:
+    """The nearest-rank percentile `p` (0-100) of a histogram; None when it is empty."""
+    return percentiles(bins, (p,))[0]
 
 
 # ---------------------------------------------------------------- the roll-up
@@ -71,6 +82,8 @@ _BIN_SQL = (
     "extract(epoch FROM n.sent_at - n.created_at) * 1000, 1)) / ln(2))))::smallint"
 )
 
+# Grouped by every combination of the four dimensions (CUBE): GROUPING() has a bit set for each
+# dimension a row is NOT grouped by, so `dims` (the bits of those it is grouped by) is 15 minus it.
 _RECOUNT = f"""
 WITH stale AS (SELECT DISTINCT * FROM unnest(%(tenants)s::uuid[], %(hours)s::timestamptz[]) AS s(tenant_id, hour)),
 binned AS (
@@ -79,16 +92,22 @@ binned AS (
     FROM stale s JOIN notifications n
       ON n.tenant_id = s.tenant_id AND n.created_at >= s.hour AND n.created_at < s.hour + interval '1 hour'
 ),
-per_bin AS (
+finest AS (
     SELECT tenant_id, hour, channel, provider, status, category, bin, count(*) AS c
     FROM binned GROUP BY tenant_id, hour, channel, provider, status, category, bin
+),
+cube AS (
+    SELECT tenant_id, hour, 15 - GROUPING(channel, provider, status, category) AS dims,
+           coalesce(channel, '') AS channel, coalesce(provider, '') AS provider,
+           coalesce(status, '') AS status, coalesce(category, '') AS category, bin, sum(c) AS c
+    FROM finest GROUP BY tenant_id, hour, bin, CUBE (channel, provider, status, category)
 )
-INSERT INTO metrics_hourly (tenant_id, hour, channel, provider, status, category, count, latency_bins,
+INSERT INTO metrics_hourly (tenant_id, dims, hour, channel, provider, status, category, count, latency_bins,
                             latency_counts)
-SELECT tenant_id, hour, channel, provider, status, category, sum(c),
+SELECT tenant_id, dims, hour, channel, provider, status, category, sum(c),
        coalesce(array_agg(bin ORDER BY bin) FILTER (WHERE bin IS NOT NULL), '{{}}'),
        coalesce(array_agg(c ORDER BY bin) FILTER (WHERE bin IS NOT NULL), '{{}}')
-FROM per_bin GROUP BY tenant_id, hour, channel, provider, status, category
+FROM cube GROUP BY tenant_id, dims, hour, channel, provider, status, category
 """
 
 _FORGET = """
@@ -109,20 +128,39 @@ def _recount(conn: Any, stale: Sequence[tuple[UUID, datetime]], chunk: int = 500
     return written
 
 
-def rollup(statement_timeout_ms: int = 240_000) -> dict[str, int]:
-    """Recount every hour a committed change marked stale (one transaction, one roll-up at a time:
-    a run that finds another in progress does nothing). Returns the hours recounted and rows written."""
-    with transaction() as conn:
-        conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
-        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (ROLLUP_LOCK_ID,)).fetchone()
-        if not (locked and locked["ok"]):
-            logger.info("metrics roll-up already running elsewhere; skipped")
-            return {"hours": 0, "rows": 0, "skipped": 1}
-        taken = conn.execute("DELETE FROM metrics_stale_hours RETURNING tenant_id, hour").fetchall()
-        stale = sorted({(r["tenant_id"], r["hour"]) for r in taken}, key=lambda p: (p[1], str(p[0])))
-        # A deleted tenant's marks: its rows went with it, nothing to count.
-        written = _recount(conn, stale) if stale else 0
-    result = {"hours": len(stale), "rows": written, "marks": len(taken), "skipped": 0}
+_TAKE = """
+WITH chosen AS (SELECT DISTINCT tenant_id, hour FROM metrics_stale_hours ORDER BY hour, tenant_id LIMIT %(limit)s)
+DELETE FROM metrics_stale_hours m USING chosen c WHERE m.tenant_id = c.tenant_id AND m.hour = c.hour
+RETURNING m.tenant_id, m.hour
+"""
+
+
+def rollup(budget_s: float = 200.0, chunk: int = 50) -> dict[str, int]:
+    """Recount the hours committed changes marked stale, oldest first, `chunk` (tenant, hour) pairs per
+    transaction, until none is left or `budget_s` is spent (what is left waits for the next run: a
+    backlog never makes a run fail and start over). A chunk takes exactly the marks it recounts; one
+    roll-up at a time (a run that finds another in progress stops)."""
+    deadline = time.monotonic() + budget_s
+    result = {"hours": 0, "rows": 0, "marks": 0, "skipped": 0, "left": 0}
+    while True:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            result["left"] = 1
+            break
+        with transaction() as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {max(5_000, int(left_s * 1000))}")
+            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (ROLLUP_LOCK_ID,)).fetchone()
+            if not (locked and locked["ok"]):
+                logger.info("metrics roll-up already running elsewhere; stopped")
+                result["skipped"] = 1
+                break
+            taken = conn.execute(_TAKE, {"limit": chunk}).fetchall()
+            if not taken:
+                break
+            stale = sorted({(r["tenant_id"], r["hour"]) for r in taken}, key=lambda p: (p[1], str(p[0])))
+            result["rows"] += _recount(conn, stale)
+        result["hours"] += len(stale)
+        result["marks"] += len(taken)
     logger.info("metrics roll-up done", extra=result)
     return result
 
@@ -164,9 +202,8 @@ class MetricsBucket(BaseModel):
     group: dict[str, str] = Field(
         description="The values of the group_by dimensions", examples=[{"channel": "email"}]
     )
-    count: int = Field(description="Notifications accepted in the bucket")
-    by_status: dict[str, int] = Field(
-        description="The same, by current status", examples=[{"sent": 98, "failed": 2}]
+    count: int = Field(
+        description="Notifications accepted in the bucket (group_by status splits them by status)"
     )
     latency_ms: LatencyPercentiles | None = Field(description="Accepted→sent; null when none was sent")
 
@@ -218,69 +255,102 @@ def _window(
     return first, end
 
 
+BITS = {"channel": 8, "provider": 4, "status": 2, "category": 1}
+
+
 def query(
     tenant_id: UUID,
     start: datetime | None = None,
     end: datetime | None = None,
     granularity: Granularity = "hour",
     group_by: str | None = None,
-) -> MetricsReport:
-    """Counts per bucket and group, and accepted→sent percentiles, from the hourly rows (two queries)."""
+) -> dict[str, Any]:
+    """Counts per bucket and group, and accepted→sent percentiles, shaped as MetricsReport: one index
+    range scan over the cube rows of this group_by (one row per hour and group). Plain tuples and
+    dicts all the way: 30 days of hours are thousands of buckets."""
     first, end = _window(start, end, granularity)
     dims = list(dict.fromkeys(group_by.split(","))) if group_by else []
-    assert all(d in DIMENSIONS for d in dims), "GroupBy's pattern admits only the four dimensions"
+    assert all(d in BITS for d in dims), "GroupBy's pattern admits only the four dimensions"
     cols = "".join(f", {d}" for d in dims)
-    params = {"tenant": tenant_id, "first": first, "end": end, "unit": granularity}
-    where = "tenant_id = %(tenant)s AND hour >= %(first)s AND hour < %(end)s"
-    with transaction() as conn:
-        counts = conn.execute(
-            f"SELECT date_trunc(%(unit)s, hour, 'UTC') AS bucket{cols}, status AS _status, sum(count)::bigint AS n"
-            f" FROM metrics_hourly WHERE {where} GROUP BY 1{cols}, status",
-            params,
-        ).fetchall()
-        bins = conn.execute(
-            f"SELECT date_trunc(%(unit)s, hour, 'UTC') AS bucket{cols}, u.bin, sum(u.c)::bigint AS n"
-            f" FROM metrics_hourly, unnest(latency_bins, latency_counts) AS u(bin, c)"
-            f" WHERE {where} AND latency_bins <> '{{}}' GROUP BY 1{cols}, u.bin",
-            params,
-        ).fetchall()
-    return MetricsReport(
-        start=first, end=end, granularity=granularity, group_by=dims, data=_buckets(counts, bins, dims)
+    # buckets as epoch seconds: integers hash and sort far faster than aware datetimes
+    bucket = (
+        "extract(epoch FROM hour)::bigint"
+        if granularity == "hour"
+        else "extract(epoch FROM date_trunc('day', hour, 'UTC'))::bigint"
     )
+    with transaction() as conn, conn.cursor(row_factory=tuple_row, binary=True) as cursor:
+        rows = cursor.execute(
+            f"SELECT {bucket}{cols}, count, latency_bins, latency_counts FROM metrics_hourly"
+            " WHERE tenant_id = %(tenant)s AND dims = %(dims)s AND hour >= %(first)s AND hour < %(end)s",
+            {"tenant": tenant_id, "dims": sum(BITS[d] for d in dims), "first": first, "end": end},
+        ).fetchall()
+    return {
+        "from": _utc(first),
+        "to": _utc(end),
+        "granularity": granularity,
+        "group_by": dims,
+        "data": _buckets(rows, dims),
+    }
 
 
-def _buckets(
-    counts: Iterable[dict[str, Any]], bins: Iterable[dict[str, Any]], dims: list[str]
-) -> list[MetricsBucket]:
-    totals: dict[tuple[Any, ...], dict[str, int]] = defaultdict(dict)
-    for row in counts:
-        key = (row["bucket"], *(row[d] for d in dims))
-        totals[key][row["_status"]] = totals[key].get(row["_status"], 0) + int(row["n"])
-    histograms: dict[tuple[Any, ...], dict[int, int]] = defaultdict(dict)
-    for row in bins:
-        key = (row["bucket"], *(row[d] for d in dims))
-        histograms[key][int(row["bin"])] = int(row["n"])
+def _utc(when: datetime) -> str:
+    text = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return text
+
+
+# The geometric middle of each bin, rounded as reported.
+_BIN_VALUES = [round(bin_value(i), 1) for i in range(MAX_BIN + 1)]
+
+
+def _percentiles(bins: Sequence[int], counts: Sequence[int]) -> dict[str, Any]:
+    """p50/p95/p99 of one histogram whose bins are ascending (nearest rank), with its count."""
+    cumulative = list(accumulate(counts))
+    total = cumulative[-1]
+    out: dict[str, Any] = {"count": total}
+    for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
+        out[name] = _BIN_VALUES[bins[bisect_left(cumulative, max(1, math.ceil(p / 100 * total)))]]
+    return out
+
+
+def _buckets(rows: Sequence[tuple[Any, ...]], dims: list[str]) -> list[dict[str, Any]]:
+    """Rows of (bucket, *dims, count, bins, counts) -> the report's buckets, oldest first. An hour
+    bucket is one row; a day adds its hours' counts and bins."""
+    k = 1 + len(dims)
+    totals: dict[tuple[Any, ...], int] = {}
+    histograms: dict[tuple[Any, ...], tuple[Sequence[int], Sequence[int]]] = {}
+    merged: dict[tuple[Any, ...], dict[int, int]] = {}
+    for row in rows:
+        key = row[:k]
+        if key not in totals:
+            totals[key] = row[k]
+            if row[k + 1]:
+                histograms[key] = (row[k + 1], row[k + 2])
+            continue
+        totals[key] += row[k]
+        if not row[k + 1]:
+            continue
+        found = merged.get(key)
+        if found is None:
+            found = merged[key] = dict(zip(*histograms.pop(key, ((), ())), strict=True))
+        for index, n in zip(row[k + 1], row[k + 2], strict=True):
+            found[index] = found.get(index, 0) + n
+    for key, bins in merged.items():
+        ordered = sorted(bins)
+        histograms[key] = (ordered, [bins[i] for i in ordered])
+    stamps: dict[int, str] = {}
     out = []
-    for key in sorted(totals, key=lambda k: (k[0], *map(str, k[1:]))):
-        histogram = histograms.get(key, {})
-        sent = sum(histogram.values())
-        latency = (
-            LatencyPercentiles(
-                count=sent,
-                p50=percentile(histogram, 50),
-                p95=percentile(histogram, 95),
-                p99=percentile(histogram, 99),
-            )
-            if sent
-            else None
-        )
+    for key in sorted(totals):
+        when = key[0]
+        stamp = stamps.get(when)
+        if stamp is None:
+            stamp = stamps[when] = _utc(datetime.fromtimestamp(when, UTC))
+        histogram = histograms.get(key)
         out.append(
-            MetricsBucket(
-                bucket=key[0],
-                group=dict(zip(dims, map(str, key[1:]), strict=True)),
-                count=sum(totals[key].values()),
-                by_status=dict(sorted(totals[key].items())),
-                latency_ms=latency,
-            )
+            {
+                "bucket": stamp,
+                "group": dict(zip(dims, key[1:], strict=True)),
+                "count": totals[key],
+                "latency_ms": _percentiles(*histogram) if histogram else None,
+            }
         )
     return out
