@@ -39,6 +39,7 @@ import psycopg
 
 from bench.common import bench_sandbox, percentile, spread, stub_process
 from notify_core import audit, auth, clients, notifications, provider_configs
+from notify_core.observability import logger
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
 from notify_local.provider_stub import STUB_SENDGRID_API_KEY
 from notify_local.sandbox import Sandbox
@@ -209,6 +210,8 @@ def main() -> None:
     parser.add_argument("--notifications", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="runs per breaker setting")
     args = parser.parse_args()
+    logger.setLevel("ERROR")  # the breaker's warnings would bury the figures
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     with (
         stub_process() as stub,
         bench_sandbox("failover") as box,
