@@ -343,3 +343,26 @@ def test_any_route_and_faults_keep_the_rules(
         assert o.provider_config_id not in refused
         if o.attempt_outcome == "permanent_error" and o.fault == "provider":
             refused.add(o.provider_config_id)
+
+
+def test_routes_are_cached_per_container_empty_ones_too() -> None:
+    from notify_core.provider_configs import RouteCache
+
+    now = [0.0]
+    cache = RouteCache(clock=lambda: now[0])
+    routed, plain = (TENANT, "email"), (TENANT, "sms")
+    a = config(1)
+    loads: list[set[tuple[UUID, str]]] = []
+
+    def load(pairs: set[tuple[UUID, str]]) -> dict[tuple[UUID, str], list[RouteConfig]]:
+        loads.append(set(pairs))
+        return {routed: [a]} if routed in pairs else {}
+
+    assert cache.routes([routed, plain], load) == {routed: [a]}
+    assert cache.routes([routed, plain], load) == {routed: [a]}
+    assert loads == [{routed, plain}]  # the second batch cost no query
+    now[0] = 5.01  # PROVIDER_ROUTE_CACHE_SECONDS (5) later
+    cache.routes([plain], load)
+    cache.forget()  # a config changed in this container
+    cache.routes([routed], load)
+    assert loads == [{routed, plain}, {plain}, {routed}]

@@ -75,6 +75,9 @@ class Settings(BaseModel):
     provider_breaker_seconds: float = Field(default=30.0, gt=0, le=3600)
     # How long a container keeps a config's credentials and provider instance before reading again.
     provider_config_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # How long a sender container keeps a tenant's route for a channel (0: read it for every batch);
+    # a changed route applies at once in the container that changed it, within this time elsewhere.
+    provider_route_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # Secrets Manager name prefix of the configs' credentials (the functions may touch only these).
     provider_config_secret_prefix: str = Field(
         default="notify/provider-configs/", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9/_+=.@-]+$"

@@ -326,6 +326,7 @@ def create(tenant_id: UUID, data: ProviderConfigCreate, actor: audit.Actor) -> P
     except BaseException:
         _forget(created)
         raise
+    route_cache.forget()  # this container routes by the change at once
     assert row is not None
     return _model(row)
 
@@ -483,6 +484,7 @@ def update(
     except BaseException:
         _forget(created)
         raise
+    route_cache.forget()
     if superseded:
         delete_secret(superseded)
     assert updated is not None
@@ -507,6 +509,7 @@ def delete(tenant_id: UUID, config_id: UUID, actor: audit.Actor) -> None:
             config_id,
             {"channel": row["channel"], "provider": row["provider"]},
         )
+    route_cache.forget()
     if row["secret_arn"]:
         delete_secret(row["secret_arn"])
 
@@ -569,6 +572,52 @@ class RouteConfig:
 
 
 ROUTE_COLUMNS = "id, tenant_id, channel, provider, priority, settings, secret_arn, secret_version, updated_at"
+
+
+class RouteCache:
+    """Routes per (tenant, channel), kept PROVIDER_ROUTE_CACHE_SECONDS per container (an empty route
+    too), so that a steady stream of batches costs no query for them."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[tuple[UUID, str], tuple[float, list[RouteConfig]]] = {}
+        self._lock = threading.Lock()
+
+    def routes(
+        self,
+        pairs: Iterable[tuple[UUID, str]],
+        load: Callable[[set[tuple[UUID, str]]], dict[tuple[UUID, str], list[RouteConfig]]],
+    ) -> dict[tuple[UUID, str], list[RouteConfig]]:
+        """The non-empty routes of `pairs`, reading only the ones not cached (one `load` call)."""
+        ttl = get_settings().provider_route_cache_seconds
+        now = self._clock()
+        found: dict[tuple[UUID, str], list[RouteConfig]] = {}
+        missing: set[tuple[UUID, str]] = set()
+        for pair in set(pairs):
+            entry = self._entries.get(pair)
+            if entry is not None and entry[0] > now:
+                if entry[1]:
+                    found[pair] = entry[1]
+            else:
+                missing.add(pair)
+        if missing:
+            loaded = load(missing)
+            found.update(loaded)
+            if ttl > 0:
+                with self._lock:
+                    for pair in missing:
+                        self._entries[pair] = (now + ttl, loaded.get(pair, []))
+                    if len(self._entries) > 50_000:  # bounded: forget the expired ones
+                        self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+        return found
+
+    def forget(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+route_cache = RouteCache()
+clients.on_reset(route_cache.forget)
 
 
 def load_routes(conn: Any, pairs: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], list[RouteConfig]]:

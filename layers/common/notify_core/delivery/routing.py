@@ -2,8 +2,8 @@
 goes, and where the next attempt goes after a fault.
 
 * The route of a notification is the tenant's active configs for its channel, in priority order
-  (prefetched for the whole batch in one query, with the attempt history of the batch's rows in
-  another: `prefetch`). A tenant without configs for the channel keeps the deployment's provider:
+  (prefetched for the whole batch in one query, kept PROVIDER_ROUTE_CACHE_SECONDS per container, with
+  the attempt history of the batch's routed rows in another: `prefetch`). A tenant without configs for the channel keeps the deployment's provider:
   the notification's own `provider`, configured from the environment, without failover.
 * `route` (the first step) picks the config: the first in priority order that this notification has
   not exhausted in its current cycle (since it was created or replayed), skipping configs whose
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .. import clients
-from ..provider_configs import RouteConfig, config_providers, load_routes
+from ..provider_configs import RouteConfig, config_providers, load_routes, route_cache
 from ..providers import Provider, ProviderError
 from ..providers.base import PROVIDER_FAULT_CODES
 
@@ -198,20 +198,27 @@ def production_router() -> Router:
 # ---------------------------------------------------------------- prefetch (one query each)
 
 
-def prefetch(conn: Any, rows: Sequence[Claim]) -> dict[str, Any]:
-    """The routes of the batch's (tenant, channel) pairs, and the current cycle's attempts of the rows
-    that have had any: two queries for the whole batch."""
-    routes = load_routes(conn, {(r.tenant_id, r.channel) for r in rows})
+def prefetch(transaction: Callable[[], Any], rows: Sequence[Claim]) -> dict[str, Any]:
+    """The routes of the batch's (tenant, channel) pairs (from the container's route cache, else one
+    query for the pairs it lacks), and the current cycle's attempts of the routed rows that have had
+    any (one query). A batch whose routes are cached and whose rows are fresh costs no query."""
+
+    def load(pairs: set[tuple[UUID, str]]) -> dict[tuple[UUID, str], list[RouteConfig]]:
+        with transaction() as conn:
+            return load_routes(conn, pairs)
+
+    routes = route_cache.routes({(r.tenant_id, r.channel) for r in rows}, load)
     history: dict[UUID, list[Hop]] = {}
     tried = {
         r.id: r.attempt_count for r in rows if r.attempt_count > 0 and (r.tenant_id, r.channel) in routes
     }
     if tried:
-        found = conn.execute(
-            "SELECT notification_id, provider_config_id, outcome, fault, error_code FROM notification_attempts"
-            " WHERE notification_id = ANY(%s) ORDER BY notification_id, id",
-            (list(tried),),
-        ).fetchall()
+        with transaction() as conn:
+            found = conn.execute(
+                "SELECT notification_id, provider_config_id, outcome, fault, error_code"
+                " FROM notification_attempts WHERE notification_id = ANY(%s) ORDER BY notification_id, id",
+                (list(tried),),
+            ).fetchall()
         for row in found:
             history.setdefault(row["notification_id"], []).append(
                 Hop(row["provider_config_id"], row["outcome"], row["fault"], row["error_code"])

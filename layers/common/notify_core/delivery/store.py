@@ -66,9 +66,9 @@ class PgStore:
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        # provider routes (issue 12): the batch's routes and its rows' attempt history, two queries
-        with transaction() as conn:
-            return routing.prefetch(conn, rows)
+        # provider routes (issue 12): the batch's routes (cached per container) and its routed rows'
+        # attempt history, at most one query each
+        return routing.prefetch(transaction, rows)
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         """One transaction: the notifications' new states (one UPDATE, only rows this claim still
