@@ -59,9 +59,45 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(NOTIFY_TEST_PG=pg, NOTIFY_TEST_REDIS=redis_url, NOTIFY_TEST_SQS=sqs.endpoint_url)
     os.environ["NOTIFY_TEST_SQS_KIND"] = sqs.kind
     config.stash[_SQS] = sqs
+    _ses_sns(config, sqs)
 
 
 _SQS = pytest.StashKey["object"]()
+_SES_SNS = pytest.StashKey["object"]()
+
+
+def _localstack_serves(endpoint: str, names: tuple[str, ...]) -> bool:
+    """Whether the LocalStack at `endpoint` runs these services (its SERVICES may leave them out)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=3) as reply:
+            states = json.load(reply).get("services", {})
+    except (OSError, ValueError):
+        return False
+    return all(states.get(name) not in (None, "disabled") for name in names)
+
+
+def _ses_sns(config: pytest.Config, sqs: object) -> None:
+    """Where the SES and SNS providers are tested: TEST_SES_SNS_ENDPOINT, else the SQS endpoint's
+    LocalStack when it runs ses and sns (or moto's server, which serves both), else a moto server
+    started for this run (a LocalStack shared with others may have been started without them)."""
+    endpoint = os.environ.get("TEST_SES_SNS_ENDPOINT") or ""
+    kind = getattr(sqs, "kind", "")
+    if endpoint:
+        kind = "localstack" if _localstack_serves(endpoint, ("ses", "sns")) else "moto"
+    elif kind == "moto":
+        endpoint = str(getattr(sqs, "endpoint_url", ""))
+    elif _localstack_serves(str(getattr(sqs, "endpoint_url", "")), ("ses", "sns")):
+        endpoint, kind = str(getattr(sqs, "endpoint_url", "")), "localstack"
+    else:
+        from notify_local import services
+
+        moto = services.start_moto()
+        config.stash[_SES_SNS] = moto
+        endpoint, kind = moto.endpoint_url, "moto"
+    os.environ.update(NOTIFY_TEST_SES_SNS=endpoint, NOTIFY_TEST_SES_SNS_KIND=kind)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -71,16 +107,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     note = " — moto's server, because Python 3.13 / LocalStack is absent" if kind == "moto" else ""
     pooler = os.environ.get("NOTIFY_TEST_POOLER")
     layer = os.environ.get("NOTIFY_LAYER")
+    ses_note = (
+        " — moto's server: the LocalStack found runs without ses/sns"
+        if os.environ.get("NOTIFY_TEST_SES_SNS_KIND") == "moto" and kind != "moto"
+        else ""
+    )
     return [
         f"postgres: {os.environ['NOTIFY_TEST_PG']}"
         + (f" through PgBouncer (transaction pooling) at {pooler}" if pooler else ""),
         *([f"code: the built layer {layer}"] if layer else []),
         f"redis: {os.environ['NOTIFY_TEST_REDIS']}",
         f"sqs: {os.environ['NOTIFY_TEST_SQS']} ({kind}){note}",
+        f"ses/sns: {os.environ.get('NOTIFY_TEST_SES_SNS')} ({os.environ.get('NOTIFY_TEST_SES_SNS_KIND')}){ses_note}",
     ]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    ses_sns = config.stash.get(_SES_SNS, None)
+    if ses_sns is not None:
+        ses_sns.stop()  # type: ignore[attr-defined]
     sqs = config.stash.get(_SQS, None)
     if sqs is not None and getattr(sqs, "kind", "") in ("moto", "localstack"):
         sqs.stop()  # type: ignore[attr-defined]  # what this run started, it stops

@@ -21,12 +21,22 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from notify_core import audit, dlq, health, idempotency, notifications, users
+from notify_core import (
+    api_keys,
+    audit,
+    dlq,
+    health,
+    metrics_rollup,
+    notifications,
+    provider_configs,
+    users,
+)
 from notify_core.auth import Principal
 from notify_core.config import get_settings
 from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
-from notify_core.fields import Cursor, IdempotencyKeyHeader, QueryInt
+from notify_core.fields import Cursor, IdempotencyKeyHeader, Instant, QueryInt, Short, Slug
 from notify_core.http import JSON, SECURITY_HEADERS, error_response, gate, proxy_result, raw_body
+from notify_core.idempotency import Created, create_once
 from notify_core.integrations import callbacks, webhooks
 from notify_core.models import (
     AttemptList,
@@ -82,6 +92,11 @@ def principal() -> Principal:
     found = app.context.get("principal")
     assert isinstance(found, Principal), "a route with a scope runs only after the gate admitted a key"
     return found
+
+
+def _actor() -> audit.Actor:
+    """Who acts in an audit event: the admitted key's prefix and API Gateway's request id."""
+    return audit.Actor.api_key(principal().key_prefix, app.current_event.request_context.request_id)
 
 
 # ------------------------------------------------------------------ errors, in one place
@@ -226,7 +241,7 @@ def openapi_json() -> str:
     tags=["users"],
 )
 def create_user(body: Annotated[UserCreate, Body()]) -> Response[str]:
-    return json_response(HTTPStatus.CREATED, users.create_user(principal().tenant_id, body))
+    return json_response(HTTPStatus.CREATED, users.create_user(principal().tenant_id, body, _actor()))
 
 
 @routes.get(
@@ -245,14 +260,14 @@ def get_user(id: UUID) -> Response[str]:
     tags=["users"],
 )
 def patch_user(id: UUID, body: Annotated[UserPatch, Body()]) -> Response[str]:
-    return json_response(200, users.update_user(principal().tenant_id, id, body))
+    return json_response(200, users.update_user(principal().tenant_id, id, body, _actor()))
 
 
 @routes.delete(
     "/api/v1/users/<id>", scope="users:write", ok={204: None}, summary="Delete a recipient", tags=["users"]
 )
 def delete_user(id: UUID) -> Response[str]:
-    users.delete_user(principal().tenant_id, id)
+    users.delete_user(principal().tenant_id, id, _actor())
     return no_content()
 
 
@@ -353,7 +368,7 @@ def get_notification(id: UUID) -> Response[str]:
     tags=["notifications"],
 )
 def cancel_notification(id: UUID) -> Response[str]:
-    return json_response(200, notifications.cancel(principal().tenant_id, id))
+    return json_response(200, notifications.cancel(principal().tenant_id, id, _actor()))
 
 
 @routes.get(
@@ -405,14 +420,14 @@ def dead_letter_stats() -> Response[str]:
     tags=["dlq"],
 )
 def replay_dead_letter(id: UUID) -> Response[str]:
-    return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal().tenant_id, id))
+    return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal().tenant_id, id, _actor()))
 
 
 @routes.delete(
     "/api/v1/dlq/<id>", scope="dlq:write", ok={204: None}, summary="Discard a dead letter", tags=["dlq"]
 )
 def delete_dead_letter(id: UUID) -> Response[str]:
-    dlq.delete(principal().tenant_id, id)
+    dlq.delete(principal().tenant_id, id, _actor())
     return no_content()
 
 
@@ -430,12 +445,6 @@ from notify_core.audience.models import (  # noqa: E402
     SuppressionReason,
     TemplateKey,
 )
-from notify_core.fields import Short  # noqa: E402
-from notify_core.idempotency import Created, create_once  # noqa: E402
-
-
-def _actor() -> audit.Actor:
-    return audit.Actor.api_key(principal().key_prefix, app.current_event.request_context.request_id)
 
 
 def _created(route: str, key: str | None, body: BaseModel, create: Any) -> Response[str]:
@@ -812,12 +821,12 @@ def create_webhook(
     body: Annotated[webhooks.WebhookCreate, Body()], idempotency_key: IdempotencyHeader = None
 ) -> Response[str]:
     tenant_id = principal().tenant_id
-    created = idempotency.create_once(
+    created = create_once(
         tenant_id=tenant_id,
         route="POST /api/v1/webhooks",
         key=idempotency_key,
         body=body.model_dump(mode="json"),
-        create=lambda: idempotency.Created(
+        create=lambda: Created(
             HTTPStatus.CREATED, webhooks.create(tenant_id, body, _actor()).model_dump(mode="json")
         ),
     )
@@ -882,12 +891,12 @@ def delete_webhook(id: UUID) -> Response[str]:
 )
 def rotate_webhook_secret(id: UUID, idempotency_key: IdempotencyHeader = None) -> Response[str]:
     tenant_id = principal().tenant_id
-    created = idempotency.create_once(
+    created = create_once(
         tenant_id=tenant_id,
         route=f"POST /api/v1/webhooks/{id}/rotate-secret",
         key=idempotency_key,
         body={},
-        create=lambda: idempotency.Created(
+        create=lambda: Created(
             HTTPStatus.CREATED, webhooks.rotate_secret(tenant_id, id, _actor()).model_dump(mode="json")
         ),
     )
@@ -904,12 +913,12 @@ def rotate_webhook_secret(id: UUID, idempotency_key: IdempotencyHeader = None) -
 )
 def send_test_webhook(id: UUID, idempotency_key: IdempotencyHeader = None) -> Response[str]:
     tenant_id = principal().tenant_id
-    created = idempotency.create_once(
+    created = create_once(
         tenant_id=tenant_id,
         route=f"POST /api/v1/webhooks/{id}/test",
         key=idempotency_key,
         body={},
-        create=lambda: idempotency.Created(
+        create=lambda: Created(
             HTTPStatus.ACCEPTED, webhooks.send_test(tenant_id, id, _actor()).model_dump(mode="json")
         ),
     )
@@ -945,17 +954,205 @@ def redeliver_webhook(
     id: UUID, delivery_id: UUID, idempotency_key: IdempotencyHeader = None
 ) -> Response[str]:
     tenant_id = principal().tenant_id
-    created = idempotency.create_once(
+    created = create_once(
         tenant_id=tenant_id,
         route=f"POST /api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
         key=idempotency_key,
         body={},
-        create=lambda: idempotency.Created(
+        create=lambda: Created(
             HTTPStatus.ACCEPTED,
             webhooks.redeliver(tenant_id, id, delivery_id, _actor()).model_dump(mode="json"),
         ),
     )
     return json_response(created.status, created.body)
+
+
+# ------------------------------------------------------------------ operating: provider configs, API keys,
+# audit log, metrics (issue 12)
+
+
+@routes.post(
+    "/api/v1/provider-configs",
+    scope="providers:admin",
+    ok={200: provider_configs.ProviderConfig, 201: provider_configs.ProviderConfig},
+    errors={409: None},
+    summary="Add a provider to one of the tenant's channel routes (credentials are write-only)",
+    tags=["providers"],
+)
+def create_provider_config(
+    body: Annotated[provider_configs.ProviderConfigCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    tenant_id = principal().tenant_id
+    who = _actor()
+    raw = dict(app.context.get("body") or {})
+    raw["credentials"] = sorted(raw.get("credentials") or {})  # the replay check never sees credentials
+    created = create_once(
+        tenant_id=tenant_id,
+        route="provider-configs",
+        key=idempotency_key,
+        body=raw,
+        create=lambda: Created(
+            HTTPStatus.CREATED, provider_configs.create(tenant_id, body, who).model_dump(mode="json")
+        ),
+    )
+    return json_response(created.status, created.body)
+
+
+@routes.get(
+    "/api/v1/provider-configs",
+    scope="providers:admin",
+    ok={200: Page[provider_configs.ProviderConfig]},
+    summary="The tenant's provider configs (never their credentials), newest first",
+    tags=["providers"],
+)
+def list_provider_configs(
+    channel: Annotated[Channel | None, Query()] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    page = provider_configs.list_page(principal().tenant_id, limit=limit, cursor=cursor, channel=channel)
+    return json_response(200, page)
+
+
+@routes.get(
+    "/api/v1/provider-configs/<id>",
+    scope="providers:admin",
+    ok={200: provider_configs.ProviderConfig},
+    summary="Read a provider config (never its credentials)",
+    tags=["providers"],
+)
+def get_provider_config(id: UUID) -> Response[str]:
+    return json_response(200, provider_configs.get(principal().tenant_id, id))
+
+
+@routes.patch(
+    "/api/v1/provider-configs/<id>",
+    scope="providers:admin",
+    ok={200: provider_configs.ProviderConfig},
+    errors={409: None},
+    summary="Change a provider config's priority, settings, credentials or active flag",
+    tags=["providers"],
+)
+def patch_provider_config(
+    id: UUID, body: Annotated[provider_configs.ProviderConfigPatch, Body()]
+) -> Response[str]:
+    return json_response(200, provider_configs.update(principal().tenant_id, id, body, _actor()))
+
+
+@routes.delete(
+    "/api/v1/provider-configs/<id>",
+    scope="providers:admin",
+    ok={204: None},
+    summary="Remove a provider config and its credentials",
+    tags=["providers"],
+)
+def delete_provider_config(id: UUID) -> Response[str]:
+    provider_configs.delete(principal().tenant_id, id, _actor())
+    return no_content()
+
+
+@routes.post(
+    "/api/v1/api-keys",
+    scope="keys:admin",
+    ok={200: api_keys.ApiKeyCreated, 201: api_keys.ApiKeyCreated},
+    errors={409: None},
+    summary="Create an API key with some of this key's scopes; the key is shown once",
+    tags=["api keys"],
+)
+def create_api_key(
+    body: Annotated[api_keys.ApiKeyCreate, Body()], idempotency_key: IdempotencyHeader = None
+) -> Response[str]:
+    caller, who = principal(), _actor()
+    issued: dict[str, str] = {}
+
+    def create() -> Created:
+        record, issued["key"] = api_keys.create(caller, body, who)
+        return Created(HTTPStatus.CREATED, record.model_dump(mode="json"))  # stored for replays: no key
+
+    created = create_once(
+        tenant_id=caller.tenant_id,
+        route="api-keys",
+        key=idempotency_key,
+        body=app.context.get("body"),
+        create=create,
+    )
+    return json_response(
+        created.status, {**created.body, "key": None if created.replayed else issued.get("key")}
+    )
+
+
+@routes.get(
+    "/api/v1/api-keys",
+    scope="keys:admin",
+    ok={200: Page[api_keys.ApiKey]},
+    summary="The tenant's API keys (prefixes, scopes, last use), newest first",
+    tags=["api keys"],
+)
+def list_api_keys(
+    revoked: Annotated[Literal["true", "false"] | None, Query(description="include revoked keys")] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    page = api_keys.list_page(principal().tenant_id, limit=limit, cursor=cursor, revoked=revoked == "true")
+    return json_response(200, page)
+
+
+@routes.delete(
+    "/api/v1/api-keys/<id>",
+    scope="keys:admin",
+    ok={204: None},
+    summary="Revoke an API key (effective within API_KEY_CACHE_SECONDS)",
+    tags=["api keys"],
+)
+def revoke_api_key(id: UUID) -> Response[str]:
+    api_keys.revoke(principal().tenant_id, id, _actor())
+    return no_content()
+
+
+@routes.get(
+    "/api/v1/audit-events",
+    scope="audit:read",
+    ok={200: Page[audit.AuditEvent]},
+    summary="Who changed what, newest first",
+    tags=["audit"],
+)
+def list_audit_events(
+    action: Annotated[Slug | None, Query(description="e.g. api_key.revoke")] = None,
+    target_type: Annotated[Slug | None, Query(description="e.g. provider_config")] = None,
+    target_id: Annotated[Short | None, Query()] = None,
+    actor: Annotated[Slug | None, Query(description="an API key prefix, cli or system")] = None,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
+) -> Response[str]:
+    page = audit.list_page(
+        principal().tenant_id,
+        limit=limit,
+        cursor=cursor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        actor=actor,
+    )
+    return json_response(200, page)
+
+
+@routes.get(
+    "/api/v1/metrics",
+    scope="metrics:read",
+    ok={200: metrics_rollup.MetricsReport},
+    summary="Notifications per hour or day, by channel/provider/status/category, with accepted→sent percentiles",
+    tags=["metrics"],
+)
+def get_metrics(
+    from_: Annotated[Instant | None, Query(alias="from", description="default: 24 hours before to")] = None,
+    to: Annotated[Instant | None, Query(description="default: now")] = None,
+    granularity: Annotated[metrics_rollup.Granularity, Query()] = "hour",
+    group_by: Annotated[
+        metrics_rollup.GroupBy | None, Query(description="comma-separated dimensions")
+    ] = None,
+) -> Response[str]:
+    report = metrics_rollup.query(principal().tenant_id, from_, to, granularity, group_by)
+    return json_response(200, report)
 
 
 # ------------------------------------------------------------------ entry point

@@ -79,9 +79,25 @@ def sandbox(
     try:
         yield Sandbox(name, admin_url, database_url, redis_url, sqs_endpoint, stack, sqs)
     finally:
+        _delete_config_secrets(sqs_endpoint, os.environ.get("PROVIDER_CONFIG_SECRET_PREFIX", ""))
         reset_clients()
         os.environ.clear()
         os.environ.update(saved)
         stack.delete_queues(sqs)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _delete_config_secrets(endpoint: str, prefix: str) -> None:
+    """Provider-config secrets this sandbox's tests left in the (shared) local Secrets Manager."""
+    if not prefix:
+        return
+    client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1")
+    try:
+        pages = client.get_paginator("list_secrets").paginate(Filters=[{"Key": "name", "Values": [prefix]}])
+        for page in pages:
+            for secret in page.get("SecretList", []):
+                if secret["Name"].startswith(prefix):
+                    client.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
+    except Exception as exc:  # noqa: BLE001 — tidying up a local emulator; never fails a run
+        print(f"sandbox: provider config secrets under {prefix} not removed ({type(exc).__name__})")

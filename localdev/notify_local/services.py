@@ -51,7 +51,7 @@ LOOPBACK = "127.0.0.1"
 POSTGRES_DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_DEFAULT_URL = "redis://127.0.0.1:6379/0"
 LOCALSTACK_PORT = 4566
-LOCALSTACK_SERVICES = "sqs,events,scheduler,cloudformation,secretsmanager,sts,iam,logs"
+LOCALSTACK_SERVICES = "sqs,events,scheduler,cloudformation,secretsmanager,sts,iam,logs,ses,sns"
 AWS_REGION = "us-east-1"
 
 SqsKind = Literal["external", "localstack", "moto"]

@@ -234,8 +234,9 @@ def _batch(api: Api, tenant: Tenant, n: int) -> list[Incoming]:
 def test_a_batch_of_10_and_a_batch_of_100_issue_the_same_statements(
     api: Api, tenant: Tenant, pipeline: Pipeline, settings_env: Any
 ) -> None:
-    # One flush per batch (outcomes are otherwise written in groups as sends finish)
-    settings_env(OUTCOME_FLUSH_MS="5000")
+    # One flush per batch (outcomes are otherwise written in groups as sends finish); the tenant's
+    # routes read for every batch, not from the container's route cache
+    settings_env(OUTCOME_FLUSH_MS="5000", PROVIDER_ROUTE_CACHE_SECONDS="0")
     category(api, "orders")
     counts: dict[int, tuple[int, int]] = {}
     for n in (10, 100):
@@ -262,8 +263,9 @@ def test_a_batch_of_10_and_a_batch_of_100_issue_the_same_statements(
         assert kinds == ["held", "sent", "suppressed"], kinds
         ((start, end),) = spans
         reads = statements[start:end]
-        # what the audience steps read: categories, users' preferences and quiet hours, suppressions
-        assert len(reads) == 3 and all(r.lstrip().startswith("SELECT") for r in reads), reads
+        # what the audience steps read (categories, users' preferences and quiet hours, suppressions)
+        # and the routing step (the tenant's provider routes), in one transaction
+        assert len(reads) == 4 and all(r.lstrip().startswith("SELECT") for r in reads), reads
         counts[n] = (len(statements), len(reads))
     # the same number of statements for the whole batch, whatever its size
     assert counts[10] == counts[100], counts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -107,6 +108,28 @@ def _webhook(api: Api) -> dict[str, str]:
     return {"id": wid, "delivery_id": delivery["id"]}
 
 
+def _provider_config(api: Api) -> dict[str, str]:
+    reply = api(
+        "POST",
+        "/api/v1/provider-configs",
+        {
+            "channel": "email",
+            "provider": "sendgrid",
+            "priority": 10,
+            "credentials": {"api_key": "SG.owner-credentials"},
+            "settings": {"default_from": "owner@example.com"},
+        },
+    )
+    assert reply.status == 201, reply.raw
+    return {"id": reply.json["id"]}
+
+
+def _api_key(api: Api) -> dict[str, str]:
+    reply = api("POST", "/api/v1/api-keys", {"name": "owner-ci", "scopes": ["notifications:read"]})
+    assert reply.status == 201, reply.raw
+    return {"id": reply.json["id"]}
+
+
 FACTORIES: dict[str, Callable[[Api], dict[str, str]]] = {
     "users": _user,
     "notifications": _notification,
@@ -115,6 +138,8 @@ FACTORIES: dict[str, Callable[[Api], dict[str, str]]] = {
     "messages": _message,
     "suppressions": _suppression,
     "webhooks": _webhook,
+    "provider-configs": _provider_config,
+    "api-keys": _api_key,
 }
 
 # A valid body for each route that takes one and has an id in its path: so that the call reaches
@@ -126,6 +151,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/templates/<key>"): TEMPLATE,
     ("POST", "/api/v1/templates/<key>/preview"): {"channel": "email", "data": {"name": "Eve"}},
     ("PATCH", "/api/v1/webhooks/<id>"): {"description": "taken over"},
+    ("PATCH", "/api/v1/provider-configs/<id>"): {"priority": 1},
 }
 
 
@@ -167,6 +193,16 @@ def owner(
     return api, {name: factory(api) for name, factory in FACTORIES.items()}
 
 
+_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+# Queries that make a read repeatable (the metrics' window otherwise ends at the time of the read).
+QUERIES = {
+    "/api/v1/metrics": {
+        "from": (_HOUR - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "to": (_HOUR + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+}
+
+
 def snapshot(api: Api, made: dict[str, dict[str, str]]) -> dict[str, Any]:
     """What the owner sees of its resources: every keyed GET route, with its ids filled in."""
     seen: dict[str, Any] = {}
@@ -177,7 +213,7 @@ def snapshot(api: Api, made: dict[str, dict[str, str]]) -> dict[str, Any]:
         path = spec.path
         for name, value in ids.items():
             path = path.replace(f"<{name}>", value)
-        reply = api("GET", path)
+        reply = api("GET", path, query=QUERIES.get(spec.path))
         seen[f"GET {spec.path}"] = (reply.status, _stable(reply.json))
     return seen
 
@@ -215,6 +251,21 @@ def test_another_tenants_ids_are_answered_as_missing_and_left_alone(
     assert snapshot(api, made) == before
 
 
+def _prefix(api: Api) -> str:
+    assert api.key is not None
+    return "_".join(api.key.split("_")[:2])
+
+
+def _row_is_own(row: dict[str, Any], owned: set[str], prefix: str) -> bool:
+    """A listed row belongs to the caller: one of the resources it made, its own key, or an audit
+    event its key wrote about one of them."""
+    if row.get("prefix") == prefix:  # the caller's own API key
+        return True
+    if "actor" in row and "target" in row:  # an audit event
+        return row["actor"].get("prefix") == prefix and row["target"].get("id") in owned
+    return row.get("id", row.get("key")) in owned
+
+
 def test_lists_and_stats_show_a_fresh_tenant_nothing_of_others(
     owner: tuple[Api, dict[str, dict[str, str]]], make_tenant: Any, make_api: Any
 ) -> None:
@@ -228,9 +279,9 @@ def test_lists_and_stats_show_a_fresh_tenant_nothing_of_others(
         assert mine.status == theirs.status == 200, (spec.path, mine.raw, theirs.raw)
         assert not any(value in theirs.raw for value in owned), (spec.path, theirs.raw)
         body = theirs.json
-        if "data" in body:  # a list: a fresh tenant has none; the owner sees exactly its own
-            assert body["data"] == [], spec.path
-            assert {row.get("id", row.get("key")) for row in mine.json["data"]} <= owned, spec.path
+        if "data" in body:  # a list: a fresh tenant has none but its own key; the owner only its own
+            assert [r for r in body["data"] if r.get("prefix") != _prefix(stranger)] == [], spec.path
+            assert all(_row_is_own(row, owned, _prefix(api)) for row in mine.json["data"]), spec.path
         if "total" in body:  # counts
             assert body["total"] == 0, spec.path
             assert mine.json["total"] == 1, spec.path

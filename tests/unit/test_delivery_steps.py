@@ -117,6 +117,7 @@ def test_a_permanent_error_fails_with_the_error_its_code_and_duration() -> None:
         duration_ms=1500,
         permanent=True,
         reason="permanent_error",
+        fault="recipient",  # the address: another provider would refuse it too
     )
 
 
@@ -124,7 +125,13 @@ def test_a_transient_error_retries_after_the_backoff() -> None:
     c = Context()
     c.provider.script[ROW.id] = [TransientProviderError("busy", "http_503")]
     assert send(ROW, c.ctx) == expected(
-        "retry", attempt=3, error="http_503: busy", error_code="http_503", duration_ms=1500, delay_s=20.0
+        "retry",
+        attempt=3,
+        error="http_503: busy",
+        error_code="http_503",
+        duration_ms=1500,
+        delay_s=20.0,
+        fault="provider",
     )
     assert c.metrics == []
 
@@ -141,6 +148,7 @@ def test_an_ambiguous_error_is_counted_and_retried_or_failed_by_the_policy() -> 
         ambiguous=True,
         duration_ms=1500,
         delay_s=20.0,
+        fault="provider",
     )
     assert c.metrics == [("AmbiguousSends", 1)]
     c = Context(ambiguous_sends="fail")
@@ -153,6 +161,7 @@ def test_an_ambiguous_error_is_counted_and_retried_or_failed_by_the_policy() -> 
         ambiguous=True,
         duration_ms=1500,
         reason="ambiguous",
+        fault="provider",
     )
 
 
@@ -167,6 +176,7 @@ def test_the_last_attempt_fails_with_max_attempts_or_ambiguous() -> None:
         error_code="http_503",
         duration_ms=1500,
         reason="max_attempts",
+        fault="provider",
     )
     c.provider.script[ROW.id] = [TransientProviderError("no answer", "timeout", ambiguous=True)]
     outcome = send(last, c.ctx)
@@ -192,6 +202,7 @@ def test_failing_before_the_send_costs_an_attempt_but_no_time() -> None:
         error_code="unknown_provider",
         permanent=True,
         reason="permanent_error",
+        fault="provider",  # a configuration the platform cannot send with, not the address
     )
     broken = replace(ROW, payload={"to": "ada@example.com"})
     outcome = send(broken, c.ctx)
@@ -217,6 +228,7 @@ def test_a_provider_that_cannot_be_reached_before_sending_is_retried() -> None:
         error="secrets_unavailable: secret unavailable",
         error_code="secrets_unavailable",
         delay_s=20.0,
+        fault="provider",
     )
 
 

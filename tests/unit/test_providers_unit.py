@@ -408,6 +408,7 @@ def test_error_to_dict_is_json() -> None:
         "code": "http_429",
         "message": "m",
         "transient": True,
+        "fault": "provider",
         "provider": "fcm",
         "status": 429,
         "provider_code": "Q",

@@ -114,19 +114,6 @@ def _consumer_timeouts(template: dict[str, Any], queue_id: str) -> list[int]:
     ]
 
 
-def _policy_statements(policy: Any) -> Iterator[dict[str, Any]]:
-    """Statements of an inline policy document, through both branches of Fn::If."""
-    if not isinstance(policy, dict):
-        return
-    if "Fn::If" in policy:
-        _, when_true, when_false = policy["Fn::If"]
-        yield from _policy_statements(when_true)
-        yield from _policy_statements(when_false)
-    elif "Statement" in policy:
-        statements = policy["Statement"]
-        yield from [statements] if isinstance(statements, dict) else statements
-
-
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -289,11 +276,17 @@ def test_functions_have_their_own_roles_and_log_groups_with_retention(template: 
         assert [s["Resource"] for s in logs] == [{"Fn::GetAtt": [group_id, "Arn"]}], name
 
 
+# Actions that name no resource: SMS to a phone number (Amazon SNS as a provider), listing secrets
+# (cleanup finds the credentials of removed provider configs). Nothing else may use Resource "*".
+NO_RESOURCE_ACTIONS = {"sns:Publish", "secretsmanager:ListSecrets"}
+
+
 def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
     for name, statement in _all_statements(template):
         actions = [str(a) for a in _as_list(statement["Action"])]
         assert not any(a == "*" or a.endswith(":*") for a in actions), (name, actions)
-        assert "*" not in _as_list(statement["Resource"]), (name, statement)
+        if "*" in _as_list(statement["Resource"]):
+            assert set(actions) <= NO_RESOURCE_ACTIONS, (name, statement)
 
 
 def test_vpc_access_and_tracing_are_granted_only_when_switched_on(template: dict[str, Any]) -> None:
@@ -324,18 +317,42 @@ def test_api_function_may_only_enqueue_and_read_its_queues(template: dict[str, A
     }
 
 
+PROVIDER_CONFIG_SECRETS = ":secret:${AWS::StackName}/provider-configs/*"
+# Who may do what with the provider configs' credentials: the API writes them (never reads them
+# back), the sender reads them, cleanup deletes the ones whose config is gone.
+PROVIDER_CONFIG_SECRET_ACTIONS = {
+    "ApiFunctionRole": {
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:TagResource",
+    },
+    "SenderFunctionRole": {"secretsmanager:GetSecretValue"},
+    "CleanupFunctionRole": {"secretsmanager:DeleteSecret"},
+}
+
+
 def test_secrets_are_readable_only_where_configured(template: dict[str, Any]) -> None:
     policy = template["Resources"]["DatabaseSecretReadPolicy"]
     assert policy["Condition"] == "HasDatabaseSecret"
+    config_secrets: dict[str, set[str]] = {}
     for name, statement in _all_statements(template):
-        if any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"])):
-            assert _as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], name
-            assert statement["Resource"] in ({"Ref": "DatabaseSecretArn"}, {"Ref": "ProviderSecretsArn"}), (
-                name
-            )
-            if statement["Resource"] == {"Ref": "ProviderSecretsArn"}:
+        actions = {str(a) for a in _as_list(statement["Action"])}
+        if not any(a.startswith("secretsmanager:") for a in actions):
+            continue
+        resource = statement["Resource"]
+        if resource == "*":
+            assert actions == {"secretsmanager:ListSecrets"} and name == "CleanupFunctionRole", name
+        elif "Fn::Sub" in resource:
+            assert resource["Fn::Sub"].endswith(PROVIDER_CONFIG_SECRETS), (name, resource)
+            config_secrets.setdefault(name, set()).update(actions)
+        else:
+            assert actions == {"secretsmanager:GetSecretValue"}, name
+            assert resource in ({"Ref": "DatabaseSecretArn"}, {"Ref": "ProviderSecretsArn"}), name
+            if resource == {"Ref": "ProviderSecretsArn"}:
                 # the sender sends with it; the API verifies provider callbacks with its keys
                 assert name in ("SenderFunctionRole", "ApiFunctionRole"), name
+    assert config_secrets == PROVIDER_CONFIG_SECRET_ACTIONS
 
 
 def test_queues_are_encrypted_and_every_scan_finding_left_has_a_reason(template: dict[str, Any]) -> None:
@@ -399,3 +416,86 @@ def test_sample_event_is_a_rest_proxy_event_for_a_served_route(
         assert value in event["multiValueQueryStringParameters"][name]
     placeholders = set(re.findall(r"{(\w+)}", event["resource"]))
     assert set(event["pathParameters"] or {}) == placeholders
+
+
+# ---------------------------------------------------------------- operating: alarms, dashboard, roll-up
+
+
+def _dead_letter_queues(template: dict[str, Any]) -> set[str]:
+    """Every queue some queue's RedrivePolicy sends its dead letters to."""
+    found = set()
+    for queue in _resources_of_type(template, "AWS::SQS::Queue").values():
+        target = (queue["Properties"].get("RedrivePolicy") or {}).get("deadLetterTargetArn")
+        if isinstance(target, dict) and "Fn::GetAtt" in target:
+            found.add(target["Fn::GetAtt"][0])
+    return found
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: res["Properties"]
+        for name, res in _resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _watches(alarm: dict[str, Any], namespace: str, metric: str, dimension: dict[str, Any]) -> bool:
+    stats = [alarm] + [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+    return any(
+        s.get("Namespace") == namespace
+        and s.get("MetricName") == metric
+        and any(d.get("Value") == dimension for d in s.get("Dimensions", []))
+        for s in stats
+    )
+
+
+def test_every_dead_letter_queue_has_a_depth_alarm(template: dict[str, Any]) -> None:
+    dlqs = _dead_letter_queues(template)
+    assert DLQ in dlqs
+    for dlq in dlqs:
+        depth = [
+            a
+            for a in _alarms(template).values()
+            if _watches(
+                a, "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [dlq, "QueueName"]}
+            )
+        ]
+        assert depth, f"no depth alarm on {dlq}"
+        assert depth[0]["Threshold"] == 0 and depth[0]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_promised_alarms_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
+    alarms = _alarms(template)
+    watched = {
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", json.dumps({"Fn::GetAtt": [QUEUE, "QueueName"]})),
+        ("AWS/Lambda", "Errors", json.dumps({"Ref": "SenderFunction"})),
+        ("AWS/Lambda", "Throttles", json.dumps({"Ref": "SenderFunction"})),
+        ("AWS/Lambda", "Errors", json.dumps({"Ref": API_FUNCTION})),
+        ("AWS/Lambda", "Throttles", json.dumps({"Ref": API_FUNCTION})),
+        ("AWS/ApiGateway", "5XXError", json.dumps({"Fn::Sub": "${AWS::StackName}-api"})),
+    }
+    for namespace, metric, dimension in watched:
+        assert any(_watches(a, namespace, metric, json.loads(dimension)) for a in alarms.values()), metric
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def test_the_dashboard_shows_every_alarm(template: dict[str, Any]) -> None:
+    body = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    assert widgets
+    for name in _alarms(template):
+        assert "${" + name + ".Arn}" in body, name
+
+
+def test_metrics_rollup_runs_every_five_minutes(template: dict[str, Any]) -> None:
+    function = _functions(template)["MetricsRollupFunction"]
+    assert [e["Schedule"] for e in _events(function, "Schedule")] == ["rate(5 minutes)"]
+
+
+def test_the_sender_may_send_through_ses_and_sns(template: dict[str, Any]) -> None:
+    statements = _role_statements(template, _functions(template)["SenderFunction"])
+    actions = {str(a) for s in statements for a in _as_list(s["Action"])}
+    assert {"ses:SendEmail", "ses:SendRawEmail", "sns:Publish"} <= actions

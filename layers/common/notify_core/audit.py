@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from . import pagination
 from .models import Page
@@ -87,12 +87,15 @@ def record(
 
 class AuditEvent(BaseModel):
     id: UUID
-    at: datetime
-    actor: dict[str, str | None]
-    action: str
-    target: dict[str, str | None]
-    request_id: str | None
-    changes: dict[str, Any]
+    at: datetime = Field(description="When the change committed")
+    actor: dict[str, str | None] = Field(
+        description="type: api_key, cli or system; prefix: the API key's prefix (never the key)",
+        examples=[{"type": "api_key", "prefix": "nk_1a2b3c4d"}],
+    )
+    action: str = Field(description="<resource>.<verb>", examples=["api_key.revoke"])
+    target: dict[str, str | None] = Field(examples=[{"type": "api_key", "id": "8f14e45f-..."}])
+    request_id: str | None = Field(description="API Gateway's request id of the call that made the change")
+    changes: dict[str, Any] = Field(description="The fields that changed; secrets never appear")
 
 
 COLUMNS = "id, created_at, actor_type, actor_prefix, action, target_type, target_id, request_id, changes"

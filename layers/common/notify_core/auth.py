@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from . import audit
 from .config import get_settings
 from .db import transaction
 from .errors import Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -69,16 +70,25 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
-def create_tenant(name: str) -> UUID:
+def create_tenant(name: str, actor: audit.Actor | None = audit.SYSTEM) -> UUID:
+    """A new tenant. `actor=None` writes no audit event (test and benchmark set-up only)."""
     tenant_id = uuid.uuid4()
     with transaction() as conn:
         conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name))
+        if actor is not None:
+            audit.record(conn, tenant_id, actor, "tenant.create", "tenant", tenant_id, {"name": name})
     return tenant_id
 
 
 def create_api_key(
-    tenant_id: UUID, name: str = "", scopes: tuple[str, ...] = SCOPES, rate_limit: int | None = None
+    tenant_id: UUID,
+    name: str = "",
+    scopes: tuple[str, ...] = SCOPES,
+    rate_limit: int | None = None,
+    actor: audit.Actor | None = audit.SYSTEM,
 ) -> IssuedKey:
+    """A new key (its hash stored, the key returned once). `actor=None` writes no audit event (test
+    and benchmark set-up only)."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValidationFailed.field("scopes", f"unknown scopes {unknown}; known: {list(SCOPES)}")
@@ -93,6 +103,16 @@ def create_api_key(
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (key_id, tenant_id, name, prefix, hash_key(key), list(scopes), rate_limit),
         )
+        if actor is not None:
+            audit.record(
+                conn,
+                tenant_id,
+                actor,
+                "api_key.create",
+                "api_key",
+                key_id,
+                {"name": name, "prefix": prefix, "scopes": list(scopes), "rate_limit": rate_limit},
+            )
     return IssuedKey(key_id, tenant_id, prefix, key, tuple(scopes))
 
 
@@ -105,12 +125,17 @@ def list_api_keys(tenant_id: UUID) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def revoke_api_key(prefix: str) -> bool:
+def revoke_api_key(prefix: str, actor: audit.Actor = audit.SYSTEM) -> bool:
     with transaction() as conn:
         row = conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL RETURNING id",
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL"
+            " RETURNING id, tenant_id",
             (prefix,),
         ).fetchone()
+        if row is not None:
+            audit.record(
+                conn, row["tenant_id"], actor, "api_key.revoke", "api_key", row["id"], {"prefix": prefix}
+            )
     clear_cache()
     return row is not None
 
@@ -193,11 +218,19 @@ def authenticate(key: str | None, before_lookup: Callable[[], None] | None = Non
     return principal
 
 
+# `last_used_at` is written by the lookup itself (no extra round trip), and only when it is older than
+# this: at most one write per key per interval, however many requests and containers use the key.
+LAST_USED_RESOLUTION = "1 minute"
+
+
 def _load_principal(digest: bytes) -> Principal | None:
     with transaction() as conn:
         row = conn.execute(
-            "SELECT id, tenant_id, prefix, scopes, rate_limit FROM api_keys"
-            " WHERE key_hash = %s AND revoked_at IS NULL",
+            "WITH k AS (SELECT id, tenant_id, prefix, scopes, rate_limit, last_used_at FROM api_keys"
+            " WHERE key_hash = %s AND revoked_at IS NULL),"
+            " touched AS (UPDATE api_keys SET last_used_at = now() WHERE id IN"
+            f" (SELECT id FROM k WHERE last_used_at IS NULL OR last_used_at < now() - interval '{LAST_USED_RESOLUTION}'))"
+            " SELECT id, tenant_id, prefix, scopes, rate_limit FROM k",
             (digest,),
         ).fetchone()
     if row is None:

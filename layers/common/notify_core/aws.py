@@ -35,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,12 +52,22 @@ class Service:
     json_version: str  # application/x-amz-json-<version>
     target_prefix: str  # X-Amz-Target: <prefix>.<Action>
     extra_headers: tuple[tuple[str, str], ...] = ()
+    # Actions whose ClientRequestToken boto3 fills in when the caller does not (one per call, the
+    # same for its retries, so that a retried create is not a second one).
+    idempotency_tokens: frozenset[str] = frozenset()
 
 
 SERVICES = {
     # SQS's JSON protocol (AWS JSON 1.0); query-compatible error codes in x-amzn-query-error.
     "sqs": Service("sqs", "sqs", "SQS", "1.0", "AmazonSQS", (("x-amzn-query-mode", "true"),)),
-    "secretsmanager": Service("secretsmanager", "secretsmanager", "SECRETS_MANAGER", "1.1", "secretsmanager"),
+    "secretsmanager": Service(
+        "secretsmanager",
+        "secretsmanager",
+        "SECRETS_MANAGER",
+        "1.1",
+        "secretsmanager",
+        idempotency_tokens=frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"}),
+    ),
 }
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 THROTTLING = frozenset(
@@ -254,6 +265,8 @@ class AwsClient:
     # ------------------------------------------------------------ one call
 
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        if action in self.service.idempotency_tokens and "ClientRequestToken" not in params:
+            params = {**params, "ClientRequestToken": str(uuid.uuid4())}
         body = json.dumps(params, separators=(",", ":")).encode()
         headers = {
             "Content-Type": f"application/x-amz-json-{self.service.json_version}",

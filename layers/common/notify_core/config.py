@@ -117,6 +117,24 @@ class Settings(BaseModel):
     def webhook_retry_delays(self) -> tuple[float, ...]:
         return parse_schedule(self.webhook_retry_schedule)
 
+    # ---- operating: provider routes and failover, provider configs (issue 12)
+    # Transient provider faults one notification may meet on one config before its next attempt
+    # moves to the next config of the route.
+    provider_transient_budget: int = Field(default=1, ge=1, le=50)
+    # After this many provider faults in a row on one config (in one container), its route skips it
+    # for PROVIDER_BREAKER_SECONDS; 0 switches the breaker off.
+    provider_breaker_failures: int = Field(default=5, ge=0, le=1000)
+    provider_breaker_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # How long a container keeps a config's credentials and provider instance before reading again.
+    provider_config_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # How long a sender container keeps a tenant's route for a channel (0: read it for every batch);
+    # a changed route applies at once in the container that changed it, within this time elsewhere.
+    provider_route_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Secrets Manager name prefix of the configs' credentials (the functions may touch only these).
+    provider_config_secret_prefix: str = Field(
+        default="notify/provider-configs/", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9/_+=.@-]+$"
+    )
+
     @field_validator("rate_limit_fail_mode", "ambiguous_sends", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from . import dispatch, pagination
+from . import audit, dispatch, pagination
 from .db import transaction
 from .errors import Conflict, NotFound
 from .models import Page
@@ -67,7 +67,7 @@ def stats(tenant_id: UUID) -> dict[str, Any]:
     return out
 
 
-def replay(tenant_id: UUID, dead_letter_id: UUID) -> dict[str, Any]:
+def replay(tenant_id: UUID, dead_letter_id: UUID, actor: audit.Actor = audit.SYSTEM) -> dict[str, Any]:
     """Put the notification back on the queue with a fresh attempt budget."""
     with transaction() as conn:
         letter = conn.execute(
@@ -92,6 +92,15 @@ def replay(tenant_id: UUID, dead_letter_id: UUID) -> dict[str, Any]:
         )
         if not moved:
             raise Conflict("the notification is no longer failed; nothing to replay")
+        audit.record(
+            conn,
+            tenant_id,
+            actor,
+            "dead_letter.replay",
+            "dead_letter",
+            dead_letter_id,
+            {"notification_id": letter["notification_id"]},
+        )
     notification_id = letter["notification_id"]
     result = dispatch.enqueue([dispatch.Enqueue(notification_id, tenant_id, "pending")], report=True)
     status = result.rows.get(notification_id, {}).get("status", "pending")
@@ -99,12 +108,22 @@ def replay(tenant_id: UUID, dead_letter_id: UUID) -> dict[str, Any]:
     return {"id": str(dead_letter_id), "notification_id": str(notification_id), "status": status}
 
 
-def delete(tenant_id: UUID, dead_letter_id: UUID) -> None:
+def delete(tenant_id: UUID, dead_letter_id: UUID, actor: audit.Actor = audit.SYSTEM) -> None:
     with transaction() as conn:
         row = conn.execute(
-            "DELETE FROM notification_dlq WHERE tenant_id = %s AND id = %s RETURNING id",
+            "DELETE FROM notification_dlq WHERE tenant_id = %s AND id = %s RETURNING id, notification_id",
             (tenant_id, dead_letter_id),
         ).fetchone()
+        if row is not None:
+            audit.record(
+                conn,
+                tenant_id,
+                actor,
+                "dead_letter.delete",
+                "dead_letter",
+                dead_letter_id,
+                {"notification_id": row["notification_id"]},
+            )
     if row is None:
         raise NotFound(f"dead letter {dead_letter_id} not found")
 

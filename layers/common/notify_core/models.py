@@ -42,7 +42,7 @@ from .fields import (
 )
 
 Channel = Literal["email", "sms", "push"]
-ProviderName = Literal["sendgrid", "twilio", "fcm", "console"]
+ProviderName = Literal["sendgrid", "twilio", "fcm", "console", "ses", "sns"]
 Status = Literal[
     "pending",
     "scheduled",
@@ -306,11 +306,20 @@ class Notification(BaseModel):
 class Attempt(BaseModel):
     attempt_number: int
     provider: str
-    outcome: Literal["sent", "transient_error", "permanent_error"]
+    outcome: Literal["sent", "transient_error", "permanent_error", "ambiguous"]
     error: str | None
     provider_message_id: str | None
     duration_ms: int
     created_at: datetime
+    # provider routes (issue 12)
+    provider_config_id: UUID | None = Field(
+        default=None,
+        description="The tenant's provider config it went through; null: the deployment's provider",
+    )
+    fault: Literal["provider", "recipient"] | None = Field(
+        default=None,
+        description="Whose fault a failure was; a provider's fault fails over to the next config",
+    )
 
 
 class Page[T](BaseModel):

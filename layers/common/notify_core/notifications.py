@@ -19,7 +19,7 @@ from uuid import UUID
 
 import psycopg
 
-from . import dispatch, pagination, queue
+from . import audit, dispatch, pagination, queue
 from .audience import ingest
 from .channels import CHANNELS
 from .config import get_settings
@@ -405,7 +405,7 @@ def list_page(
     return Page[Notification](data=[Notification.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-def cancel(tenant_id: UUID, notification_id: UUID) -> Notification:
+def cancel(tenant_id: UUID, notification_id: UUID, actor: audit.Actor = audit.SYSTEM) -> Notification:
     with transaction() as conn:
         rows = transition(
             conn,
@@ -417,6 +417,15 @@ def cancel(tenant_id: UUID, notification_id: UUID) -> Notification:
             returning=COLUMNS,
         )
         if rows:
+            audit.record(
+                conn,
+                tenant_id,
+                actor,
+                "notification.cancel",
+                "notification",
+                notification_id,
+                {"status": "cancelled"},
+            )
             # --- feedback: notification.cancelled, written in the cancel's transaction
             cancelled = outbox.Event(tenant_id, "notification.cancelled", _event_data(rows[0]))
             webhooks = outbox.emit(conn, [cancelled])
@@ -453,7 +462,7 @@ def attempts(tenant_id: UUID, notification_id: UUID) -> list[Attempt]:
     with transaction() as conn:
         rows = conn.execute(
             "SELECT a.attempt_number, a.provider, a.outcome, a.error, a.provider_message_id, a.duration_ms,"
-            " a.created_at FROM notifications n"
+            " a.created_at, a.provider_config_id, a.fault FROM notifications n"
             " LEFT JOIN notification_attempts a ON a.notification_id = n.id"
             " WHERE n.tenant_id = %s AND n.id = %s ORDER BY a.attempt_number, a.id",
             (tenant_id, notification_id),

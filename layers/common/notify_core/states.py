@@ -133,5 +133,6 @@ _SQL_TYPES = {
     "provider_response": "jsonb",
     "sent_at": "timestamptz",
     "failed_at": "timestamptz",
+    "provider": "text",  # the provider of the latest attempt (provider routes)
 }
 # pragma: no mutate end

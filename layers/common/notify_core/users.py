@@ -9,6 +9,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from . import audit
 from .db import transaction
 from .errors import Conflict, NotFound
 from .models import User, UserCreate, UserPatch
@@ -23,14 +24,15 @@ def _conflict(exc: psycopg.errors.UniqueViolation) -> Conflict:
     )
 
 
-def create_user(tenant_id: UUID, data: UserCreate) -> User:
+def create_user(tenant_id: UUID, data: UserCreate, actor: audit.Actor = audit.SYSTEM) -> User:
+    user_id = uuid.uuid4()
     try:
         with transaction() as conn:
             row = conn.execute(
                 f"INSERT INTO users (id, tenant_id, email, phone, push_tokens, username, external_id, locale,"
                 f" timezone) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
                 (
-                    uuid.uuid4(),
+                    user_id,
                     tenant_id,
                     data.email,
                     data.phone,
@@ -41,6 +43,9 @@ def create_user(tenant_id: UUID, data: UserCreate) -> User:
                     data.timezone,
                 ),
             ).fetchone()
+            audit.record(
+                conn, tenant_id, actor, "user.create", "user", user_id, data.model_dump(exclude_unset=True)
+            )
     except psycopg.errors.UniqueViolation as exc:
         raise _conflict(exc) from exc
     assert row is not None
@@ -57,7 +62,7 @@ def get_user(tenant_id: UUID, user_id: UUID) -> User:
     return User.model_validate(row)
 
 
-def update_user(tenant_id: UUID, user_id: UUID, patch: UserPatch) -> User:
+def update_user(tenant_id: UUID, user_id: UUID, patch: UserPatch, actor: audit.Actor = audit.SYSTEM) -> User:
     changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
     if "push_tokens" in changes and changes["push_tokens"] is None:
         changes["push_tokens"] = []
@@ -70,6 +75,8 @@ def update_user(tenant_id: UUID, user_id: UUID, patch: UserPatch) -> User:
     try:
         with transaction() as conn:
             row = conn.execute(query, [*changes.values(), tenant_id, user_id]).fetchone()
+            if row is not None:
+                audit.record(conn, tenant_id, actor, "user.update", "user", user_id, changes)
     except psycopg.errors.UniqueViolation as exc:
         raise _conflict(exc) from exc
     if row is None:
@@ -77,11 +84,13 @@ def update_user(tenant_id: UUID, user_id: UUID, patch: UserPatch) -> User:
     return User.model_validate(row)
 
 
-def delete_user(tenant_id: UUID, user_id: UUID) -> None:
+def delete_user(tenant_id: UUID, user_id: UUID, actor: audit.Actor = audit.SYSTEM) -> None:
     with transaction() as conn:
         row = conn.execute(
             "DELETE FROM users WHERE tenant_id = %s AND id = %s RETURNING id", (tenant_id, user_id)
         ).fetchone()
+        if row is not None:
+            audit.record(conn, tenant_id, actor, "user.delete", "user", user_id)
     if row is None:
         raise NotFound(f"user {user_id} not found")
 

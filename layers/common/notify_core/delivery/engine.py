@@ -33,6 +33,7 @@ from ..errors import DatabaseUnavailable
 from ..providers import Provider
 from ..queue import MAX_DELAY_SECONDS, QueueMessage
 from .outcomes import Outcome
+from .routing import Router
 from .steps import GUARD_MARGIN_S, BatchContext, Claim, Limiter, Step, run_steps
 
 # ---------------------------------------------------------------- ports
@@ -74,6 +75,7 @@ class Deps:
     metric: Callable[[str, int], None] = lambda name, value: None
     warn: Callable[[str, dict[str, Any]], None] = lambda message, extra: None
     steps: tuple[Step, ...] | None = None
+    router: Router | None = None  # provider routes: config providers and breaker (None: the container's)
 
     @classmethod
     def production(cls, pool: Executor | None = None) -> Deps:
@@ -180,6 +182,7 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
         metric=deps.metric,
         clock=deps.clock,
         prefetched=deps.store.prefetch(list(tasks.values())),
+        router=deps.router,
     )
     steps = deps.steps
     finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()

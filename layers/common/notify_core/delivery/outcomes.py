@@ -93,6 +93,10 @@ class Outcome:
     provider_response: dict[str, Any] | None = None
     reason: DeadLetterReason | None = None
     cause: BaseException | None = field(default=None, repr=False)  # for `released`
+    # provider routes (delivery.routing): the tenant's config the attempt went through (None: the
+    # deployment's provider), and whose fault a failure was (`provider` or `recipient`)
+    provider_config_id: UUID | None = None
+    fault: str | None = None
 
     @property
     def rule(self) -> Rule:

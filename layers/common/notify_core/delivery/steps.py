@@ -29,6 +29,7 @@ from ..providers import (
     ProviderError,
     TransientProviderError,
 )
+from . import routing
 from .outcomes import Outcome
 
 if TYPE_CHECKING:  # redis is imported only where limits are configured (cold start: ~40 ms)
@@ -51,7 +52,8 @@ class Claim:
     category: str | None = None  # audience (issue 10)
 
     def outcome(self, kind: Any, **fields: Any) -> Outcome:
-        return Outcome(kind, self.id, self.tenant_id, channel=self.channel, provider=self.provider, **fields)
+        fields.setdefault("provider", self.provider)  # the send step names the provider it routed to
+        return Outcome(kind, self.id, self.tenant_id, channel=self.channel, **fields)
 
     @property
     def address(self) -> str:
@@ -86,6 +88,7 @@ class BatchContext:
     jitter: Callable[[float, float], float] = random.uniform
     clock: Callable[[], float] = time.perf_counter  # for attempt durations
     prefetched: dict[str, Any] = field(default_factory=dict)  # per-batch data of later steps
+    router: routing.Router | None = None  # provider routes: config providers, breaker (None: the container's)
 
 
 Step = Callable[[Claim, BatchContext], Outcome | None]
@@ -126,50 +129,52 @@ def recipient_cap(row: Claim, ctx: BatchContext) -> Outcome | None:
 def provider_rate(row: Claim, ctx: BatchContext) -> Outcome | None:
     """Over the provider's send rate (PROVIDER_RATE_LIMITS) → deferred without counting an attempt.
     Fails open when Redis is unreachable."""
-    rate = ctx.settings.rate_for(row.provider)
+    provider = routing.chosen(row, ctx).provider  # the provider this attempt is routed to
+    rate = ctx.settings.rate_for(provider)
     if rate is None:
         return None
-    decision = _limit(ctx, f"provider:{row.provider}", rate, 1)
+    decision = _limit(ctx, f"provider:{provider}", rate, 1)
     if decision is None or decision.allowed:
         return None
     return row.outcome("deferred", delay_s=max(1.0, float(decision.retry_after_s)))
 
 
 def send(row: Claim, ctx: BatchContext) -> Outcome:
-    """Send through the row's provider, unless the send could outlive the invocation."""
+    """Send through the provider the route step chose, unless the send could outlive the invocation.
+    A provider's fault may move the next attempt to the next config of the route (`routing`)."""
     attempt = row.attempt_count + 1
+    choice = routing.chosen(row, ctx)
     try:
-        provider = ctx.provider(row.provider)
+        provider = routing.provider_for(choice, ctx)
         if ctx.deadline.remaining_s() < provider.max_send_seconds + GUARD_MARGIN_S:
             return row.outcome("unstarted")
         message = OutgoingMessage.build(
-            row.id, row.tenant_id, row.channel, row.provider, row.payload, attempt
+            row.id, row.tenant_id, row.channel, choice.provider, row.payload, attempt
         )
         extra = _audience_headers(row, ctx)  # audience: one-click unsubscribe for non-critical email
         if extra:
             message = dataclasses.replace(message, headers={**message.headers, **extra})
     except PermanentProviderError as exc:  # unknown provider, not configured, invalid payload
-        return _failed(row, attempt, exc, 0, "permanent_error")
+        return _permanent(row, attempt, exc, 0, ctx, choice)
     except TransientProviderError as exc:  # e.g. the provider secret could not be fetched
-        return _transient(row, attempt, exc, 0, ctx)
+        return _transient(row, attempt, exc, 0, ctx, choice)
     started = ctx.clock()
     try:
         receipt = provider.send(message)
     except TransientProviderError as exc:
-        return _transient(row, attempt, exc, _ms(ctx, started), ctx)
+        return _transient(row, attempt, exc, _ms(ctx, started), ctx, choice)
     except PermanentProviderError as exc:
-        return _failed(row, attempt, exc, _ms(ctx, started), "permanent_error")
+        return _permanent(row, attempt, exc, _ms(ctx, started), ctx, choice)
+    routing.succeeded(choice, ctx)
     return row.outcome(
         "sent",
         attempt=attempt,
         duration_ms=_ms(ctx, started),
         provider_message_id=receipt.provider_message_id,
         provider_response=receipt.response,
+        provider=choice.provider,
+        provider_config_id=choice.config_id,
     )
-
-
-# --- feedback: a send to a suppressed address ends `suppressed` with the reason (minimal step; the
-# audience work may bring its own with categories: `critical` is False until a claim carries it)
 
 
 # Before a send starts, the invocation must have this much time left beyond the provider's
@@ -221,7 +226,8 @@ AUDIENCE_STEPS: tuple[Step, ...] = (suppression, preference, quiet_hours)
 # The order matters: the first step that decides ends the row. The provider's rate comes before the
 # recipient's cap, so that a send deferred for the rate does not use up the recipient's allowance.
 # The audience's steps come first: a row they stop takes no rate token and no recipient allowance.
-STEPS: tuple[Step, ...] = (*AUDIENCE_STEPS, provider_rate, recipient_cap, send)
+# The route step then picks the provider the rest of the steps work with.
+STEPS: tuple[Step, ...] = (*AUDIENCE_STEPS, routing.route, provider_rate, recipient_cap, send)
 
 
 def run_steps(row: Claim, ctx: BatchContext, steps: tuple[Step, ...] = STEPS) -> Outcome:
@@ -248,7 +254,17 @@ def _limit(ctx: BatchContext, name: str, limit: int, period_s: int) -> Decision 
         return None
 
 
-def _failed(row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any) -> Outcome:
+def _routed(choice: routing.Choice | None, exc: ProviderError) -> dict[str, Any]:
+    """The attempt's provider and config, and whose fault the error was."""
+    out: dict[str, Any] = {"fault": exc.fault}
+    if choice is not None:
+        out.update(provider=choice.provider, provider_config_id=choice.config_id)
+    return out
+
+
+def _failed(
+    row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any, choice: routing.Choice | None = None
+) -> Outcome:
     return row.outcome(
         "failed",
         attempt=attempt,
@@ -258,16 +274,48 @@ def _failed(row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any) 
         permanent=reason == "permanent_error",
         ambiguous=reason == "ambiguous",
         reason=reason,
+        **_routed(choice, exc),
     )
 
 
-def _transient(row: Claim, attempt: int, exc: TransientProviderError, ms: int, ctx: BatchContext) -> Outcome:
+def _permanent(
+    row: Claim, attempt: int, exc: PermanentProviderError, ms: int, ctx: BatchContext, choice: routing.Choice
+) -> Outcome:
+    """A permanent error fails the notification, unless it is the provider's fault (its credentials
+    or configuration rejected) and the route has another config: then the next attempt goes there."""
+    moved = routing.failover(row, ctx, choice, exc, attempt)
+    if moved is None or attempt >= row.max_attempts:
+        return _failed(row, attempt, exc, ms, "permanent_error", choice)
+    return row.outcome(
+        "retry",
+        attempt=attempt,
+        error=str(exc),
+        error_code=exc.code,
+        permanent=True,
+        duration_ms=ms,
+        delay_s=0.0 if moved.immediate else backoff_seconds(attempt, ctx.settings, None, ctx.jitter),
+        **_routed(choice, exc),
+    )
+
+
+def _transient(
+    row: Claim,
+    attempt: int,
+    exc: TransientProviderError,
+    ms: int,
+    ctx: BatchContext,
+    choice: routing.Choice | None = None,
+) -> Outcome:
     if exc.ambiguous:
         ctx.metric("AmbiguousSends", 1)
         if ctx.settings.ambiguous_sends == "fail":
-            return _failed(row, attempt, exc, ms, "ambiguous")
+            return _failed(row, attempt, exc, ms, "ambiguous", choice)
+    moved = routing.failover(row, ctx, choice, exc, attempt) if choice is not None else None
     if attempt >= row.max_attempts:
-        return _failed(row, attempt, exc, ms, "ambiguous" if exc.ambiguous else "max_attempts")
+        return _failed(row, attempt, exc, ms, "ambiguous" if exc.ambiguous else "max_attempts", choice)
+    # Failing over to a config that has not had its turn goes at once: the other provider need not
+    # wait for this one to recover.
+    delay = 0.0 if moved is not None and moved.immediate else None
     return row.outcome(
         "retry",
         attempt=attempt,
@@ -275,5 +323,8 @@ def _transient(row: Claim, attempt: int, exc: TransientProviderError, ms: int, c
         error_code=exc.code,
         ambiguous=exc.ambiguous,
         duration_ms=ms,
-        delay_s=backoff_seconds(attempt, ctx.settings, exc.retry_after, ctx.jitter),
+        delay_s=delay
+        if delay is not None
+        else backoff_seconds(attempt, ctx.settings, exc.retry_after, ctx.jitter),
+        **_routed(choice, exc),
     )

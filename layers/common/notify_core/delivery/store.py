@@ -13,8 +13,9 @@ from psycopg import sql
 from ..audience import delivery as audience_delivery
 from ..db import transaction
 from ..dead_letters import record_dead_letters
-from ..integrations import outbox, recording  # feedback
+from ..integrations import outbox, recording
 from ..states import apply_outcomes, transition
+from . import routing
 from .engine import Claimed
 from .outcomes import Outcome, columns
 from .steps import Claim, LimiterUnavailable
@@ -78,10 +79,12 @@ class PgStore:
         return claimed
 
     def prefetch(self, rows: Sequence[Claim]) -> dict[str, Any]:
-        """What the steps need for the whole batch, in a constant number of queries."""
-        # audience (issue 10): categories, users' preferences and quiet hours, suppressions
+        """What the steps need for the whole batch, in a constant number of queries: the audience's
+        (issue 10: categories, users' preferences and quiet hours, suppressions) and the provider
+        routes' (issue 12: the batch's routes, cached per container, and its routed rows' attempt
+        history)."""
         with transaction() as conn:
-            return {"audience": audience_delivery.prefetch(conn, rows)}
+            return {"audience": audience_delivery.prefetch(conn, rows), **routing.prefetch(conn, rows)}
 
     def record(self, claim_id: UUID, outcomes: Sequence[Outcome], rows: dict[UUID, Claim]) -> set[UUID]:
         """One transaction: the notifications' new states (one UPDATE, only rows this claim still
@@ -91,6 +94,7 @@ class PgStore:
         for o in outcomes:
             row = rows[o.notification_id]
             values = columns(o, row.attempt_count, row.last_error, now)
+            values["provider"] = o.provider or row.provider  # the provider of the latest attempt (routing)
             if values["provider_response"] is not None:
                 values["provider_response"] = json.dumps(values["provider_response"])
             changes.append((o.notification_id, o.rule.status or "", values))
@@ -117,9 +121,9 @@ class PgStore:
 def _insert_attempts(conn: Any, attempts: Sequence[Outcome]) -> None:
     conn.execute(
         "INSERT INTO notification_attempts (notification_id, tenant_id, attempt_number, provider, outcome,"
-        " error, error_code, provider_message_id, duration_ms)"
+        " error, error_code, provider_message_id, duration_ms, provider_config_id, fault)"
         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::int[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::int[])",
+        " %s::text[], %s::text[], %s::int[], %s::uuid[], %s::text[])",
         [
             [o.notification_id for o in attempts],
             [o.tenant_id for o in attempts],
@@ -130,6 +134,8 @@ def _insert_attempts(conn: Any, attempts: Sequence[Outcome]) -> None:
             [o.error_code for o in attempts],
             [o.provider_message_id for o in attempts],
             [o.duration_ms for o in attempts],
+            [o.provider_config_id for o in attempts],
+            [o.fault if o.kind != "sent" else None for o in attempts],
         ],
     )
 

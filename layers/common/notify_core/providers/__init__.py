@@ -30,6 +30,8 @@ from .base import (
 from .console import ConsoleProvider
 from .fcm import FcmProvider
 from .sendgrid import SendGridProvider
+from .ses import SesProvider
+from .sns import SnsProvider
 from .twilio import TwilioProvider
 
 __all__ = [
@@ -50,7 +52,8 @@ __all__ = [
 ]
 
 PROVIDERS: dict[str, type[Provider]] = {
-    cls.name: cls for cls in (SendGridProvider, TwilioProvider, FcmProvider, ConsoleProvider)
+    cls.name: cls
+    for cls in (SendGridProvider, TwilioProvider, FcmProvider, ConsoleProvider, SesProvider, SnsProvider)
 }
 PROVIDER_NAMES = frozenset(PROVIDERS)
 

@@ -18,6 +18,20 @@ these helpers and nothing else decides retry vs fail):
                                                 (max_attempts), so guessing "transient" costs at most
                                                 a few extra sends, while guessing "permanent" could
                                                 drop a message that would have gone out.
+
+Every error also says whose fault it is (``fault``), which decides failover between a tenant's
+provider configs (``delivery.routing``):
+
+* ``provider``  — the provider or our configuration of it: every transient error (its outage, its
+                  rate limit, a timeout), and the permanent codes in ``PROVIDER_FAULT_CODES``
+                  (``auth``: credentials rejected; ``not_configured``: a setting missing or refused;
+                  ``third_party_auth``, ``sender_id_mismatch``: the config, not the address). Another
+                  config may well succeed: the next attempt moves on.
+* ``recipient`` — the address or the message: every other permanent error (``invalid_number``,
+                  ``unregistered``, ``invalid_argument``, ``invalid_payload``, other 4xx). Another
+                  provider would refuse it too: it never fails over.
+
+A provider may pass ``fault=`` explicitly where its own codes say more than these defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -89,8 +103,18 @@ class Receipt:
     response: dict[str, Any]  # small JSON-serialisable summary stored on the notification
 
 
+Fault = Literal["provider", "recipient"]
+
+# Permanent errors that are the provider's side (its credentials or our configuration of it): another
+# provider config may succeed, so they fail over. Every other permanent error is the recipient's.
+PROVIDER_FAULT_CODES = frozenset(
+    {"auth", "not_configured", "unknown_provider", "third_party_auth", "sender_id_mismatch"}
+)
+
+
 class ProviderError(Exception):
-    """A send failed. ``code`` is a short machine string (``http_503``, ``timeout``, ``auth`` ...)."""
+    """A send failed. ``code`` is a short machine string (``http_503``, ``timeout``, ``auth`` ...);
+    ``fault`` says whose it is (see the module's docstring)."""
 
     transient = False
 
@@ -102,6 +126,7 @@ class ProviderError(Exception):
         provider: str | None = None,
         status: int | None = None,
         provider_code: str | None = None,
+        fault: Fault | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -109,12 +134,24 @@ class ProviderError(Exception):
         self.provider = provider
         self.status = status  # HTTP status of the provider's reply, when there was one
         self.provider_code = provider_code  # the provider's own error code (Twilio 21211, FCM UNREGISTERED)
+        self._fault = fault
+
+    @property
+    def fault(self) -> Fault:
+        if self._fault is not None:
+            return self._fault
+        return "provider" if self.transient or self.code in PROVIDER_FAULT_CODES else "recipient"
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message, "transient": self.transient}
+        out: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "transient": self.transient,
+            "fault": self.fault,
+        }
         if self.provider:
             out["provider"] = self.provider
         if self.status is not None:
@@ -143,8 +180,11 @@ class TransientProviderError(ProviderError):
         status: int | None = None,
         provider_code: str | None = None,
         ambiguous: bool = False,
+        fault: Fault | None = None,
     ) -> None:
-        super().__init__(message, code, provider=provider, status=status, provider_code=provider_code)
+        super().__init__(
+            message, code, provider=provider, status=status, provider_code=provider_code, fault=fault
+        )
         self.retry_after = retry_after
         self.ambiguous = ambiguous
 
@@ -401,6 +441,20 @@ class ProviderSettings(BaseModel):
     fcm_service_account_json: SecretStr = SecretStr("")
     fcm_project_id: str = ""  # empty: project_id of the service account
     fcm_base_url: str = ""  # empty: https://fcm.googleapis.com
+    # Amazon SES (email) and SNS (SMS) through boto3. Empty credentials: the function's own role;
+    # empty region: the function's region; empty base URL: AWS (AWS_ENDPOINT_URL when set, locally).
+    ses_region: str = ""
+    ses_default_from: str = ""
+    ses_configuration_set: str = ""
+    ses_access_key_id: str = ""
+    ses_secret_access_key: SecretStr = SecretStr("")
+    ses_base_url: str = ""
+    sns_region: str = ""
+    sns_sender_id: str = ""
+    sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
+    sns_access_key_id: str = ""
+    sns_secret_access_key: SecretStr = SecretStr("")
+    sns_base_url: str = ""
     # Per send: connect, then read (each socket read). The per-provider read timeouts default to
     # PROVIDER_TIMEOUT_SECONDS. The sender starts no send that could outlive its invocation.
     provider_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
@@ -408,12 +462,14 @@ class ProviderSettings(BaseModel):
     sendgrid_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     twilio_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     fcm_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
+    ses_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
+    sns_timeout_seconds: float = Field(default=0.0, ge=0, le=60)
     provider_secrets_arn: str = ""
     # feedback: verifying provider callbacks (SendGrid Event Webhook key: base64 DER, as SendGrid
     # shows it; Twilio's are signed with TWILIO_AUTH_TOKEN)
     sendgrid_webhook_public_key: str = ""
 
-    @field_validator("sendgrid_base_url", "twilio_base_url", "fcm_base_url")
+    @field_validator("sendgrid_base_url", "twilio_base_url", "fcm_base_url", "ses_base_url", "sns_base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
@@ -453,6 +509,44 @@ class ProviderSettings(BaseModel):
         """The read timeout of one provider: its own setting, else PROVIDER_TIMEOUT_SECONDS."""
         own = getattr(self, f"{provider}_timeout_seconds", 0.0)
         return float(own) or self.provider_timeout_seconds
+
+
+# ---------------------------------------------------------------- what a tenant's config gives
+
+
+# A credential as a config gives it: a non-empty string, never echoed back (SecretStr).
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=16_384)]
+
+
+class NoFields(BaseModel):
+    """A provider that needs no credentials (or takes no settings) from a tenant's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def config_settings(
+    provider: str,
+    credentials_model: type[BaseModel],
+    options_model: type[BaseModel],
+    base: ProviderSettings,
+    options: Mapping[str, Any],
+    credentials: Mapping[str, Any],
+) -> ProviderSettings:
+    """The ProviderSettings of one tenant config: the deployment's endpoints and timeouts (``base``),
+    every field the provider declares (its credentials and options models, ``<provider>_<field>``)
+    cleared, so a config never borrows the deployment's credentials or sender, then the config's
+    own values. Raises pydantic's ValidationError when a value does not fit."""
+    fields = {f"{provider}_{name}" for name in (*credentials_model.model_fields, *options_model.model_fields)}
+    raw: dict[str, Any] = base.model_dump()
+    for name in fields:
+        raw[name] = ProviderSettings.model_fields[name].default
+    for values in (options, credentials):
+        for name, value in values.items():
+            if value is not None:
+                raw[f"{provider}_{name}"] = (
+                    value.get_secret_value() if isinstance(value, SecretStr) else value
+                )
+    return ProviderSettings.model_validate(raw)
 
 
 # Every provider setting's environment variable; all but these two may also come from the secret.

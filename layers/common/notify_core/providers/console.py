@@ -9,8 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from ..observability import logger
-from .base import OutgoingMessage, Payload, ProviderSettings, Receipt
+from .base import NoFields, OutgoingMessage, Payload, ProviderSettings, Receipt
 
 NAME = "console"
 BODY_LIMIT = 1000
@@ -28,6 +30,8 @@ def _shorten(payload: Payload) -> dict[str, Any]:
 class ConsoleProvider:
     name: ClassVar[str] = NAME
     channels: ClassVar[frozenset[str]] = frozenset({"email", "sms", "push"})
+    credentials_model: ClassVar[type[BaseModel]] = NoFields
+    options_model: ClassVar[type[BaseModel]] = NoFields
     max_send_seconds = 1.0
 
     def __init__(self, settings: ProviderSettings | None = None, log: Any = None) -> None:

@@ -21,16 +21,19 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
-from ..models import PushPayload
+from pydantic import BaseModel, BeforeValidator, SecretStr, StringConstraints, field_validator
+
+from ..models import PushPayload, Strict
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
     ProviderError,
     ProviderSettings,
     Receipt,
+    Secret,
     TransientProviderError,
     classify_http_status,
     classify_requests_error,
@@ -65,6 +68,48 @@ INVALID_TOKEN_CODES = frozenset({"unregistered"})
 def is_token_invalid(code: str | None) -> bool:
     """Whether a send that failed with `code` proves the push token dead."""
     return code in INVALID_TOKEN_CODES
+
+
+def _json_text(value: Any) -> Any:
+    """A service account given as a JSON object is kept as its JSON text."""
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+SERVICE_ACCOUNT_FIELDS = ("type", "project_id", "private_key", "client_email", "token_uri")
+
+
+class FcmCredentials(Strict):
+    """What a tenant's FCM config must give (kept in Secrets Manager): a service account key."""
+
+    service_account_json: Annotated[Secret, BeforeValidator(_json_text)]
+
+    @field_validator("service_account_json")
+    @classmethod
+    def _service_account(cls, value: SecretStr) -> SecretStr:
+        try:
+            info = json.loads(value.get_secret_value())
+        except ValueError:
+            raise ValueError("must be a service account key: a JSON object") from None
+        if not isinstance(info, dict):
+            raise ValueError("must be a service account key: a JSON object")
+        missing = [
+            name for name in SERVICE_ACCOUNT_FIELDS if not isinstance(info.get(name), str) or not info[name]
+        ]
+        if missing:
+            raise ValueError(f"is not a service account key: {', '.join(missing)} missing")
+        if info["type"] != "service_account":
+            raise ValueError("is not a service account key: type must be service_account")
+        if "PRIVATE KEY" not in info["private_key"]:
+            raise ValueError("is not a service account key: private_key is not a PEM key")
+        token_uri = str(info["token_uri"])
+        if not (token_uri.startswith("https://") and _is_google_host(token_uri)):
+            # the sender posts a signed assertion there: only Google's own token endpoint
+            raise ValueError("is not a service account key: token_uri must be https://*.googleapis.com")
+        return value
+
+
+class FcmOptions(Strict):
+    project_id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")] | None = None
 
 
 def parse_fcm_error_body(body: bytes | str | None) -> tuple[str | None, str | None, str]:
@@ -139,6 +184,8 @@ def _skip_regional_access_boundary(google_credential: Any) -> None:
 class FcmProvider:
     name: ClassVar[str] = NAME
     channels: ClassVar[frozenset[str]] = frozenset({"push"})
+    credentials_model: ClassVar[type[BaseModel]] = FcmCredentials
+    options_model: ClassVar[type[BaseModel]] = FcmOptions
 
     def __init__(self, settings: ProviderSettings) -> None:
         import firebase_admin

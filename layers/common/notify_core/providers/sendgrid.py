@@ -10,13 +10,17 @@ from __future__ import annotations
 import threading
 from typing import Any, ClassVar
 
-from ..models import EmailPayload
+from pydantic import BaseModel
+
+from ..fields import Email
+from ..models import EmailPayload, Strict
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
     ProviderError,
     ProviderSettings,
     Receipt,
+    Secret,
     classify_http_status,
     classify_transport_error,
     error_text,
@@ -29,6 +33,16 @@ from .base import (
 )
 
 NAME = "sendgrid"
+
+
+class SendGridCredentials(Strict):
+    """What a tenant's SendGrid config must give (kept in Secrets Manager)."""
+
+    api_key: Secret
+
+
+class SendGridOptions(Strict):
+    default_from: Email | None = None  # for payloads without 'from'
 
 
 def classify_sendgrid_error(status: int, body: bytes | str | None, retry_after: str | None) -> ProviderError:
@@ -106,6 +120,8 @@ def _cached_build_opener(*handlers: Any) -> Any:
 class SendGridProvider:
     name: ClassVar[str] = NAME
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
+    credentials_model: ClassVar[type[BaseModel]] = SendGridCredentials
+    options_model: ClassVar[type[BaseModel]] = SendGridOptions
 
     def __init__(self, settings: ProviderSettings) -> None:
         import types

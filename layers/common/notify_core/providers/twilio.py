@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from pydantic import BaseModel, StringConstraints, model_validator
+
 from ..config import get_settings
-from ..models import SmsPayload
+from ..fields import Phone
+from ..models import SmsPayload, Strict
 from .base import (
     OutgoingMessage,
     PermanentProviderError,
     ProviderError,
     ProviderSettings,
     Receipt,
+    Secret,
     classify_http_status,
     classify_requests_error,
     classify_transport_error,
@@ -37,6 +41,27 @@ from .base import (
 from .twilio_status import status_callback_url
 
 NAME = "twilio"
+
+
+class TwilioCredentials(Strict):
+    """What a tenant's Twilio config must give (kept in Secrets Manager)."""
+
+    account_sid: Annotated[str, StringConstraints(pattern=r"^AC[0-9a-fA-F]{32}$")]
+    auth_token: Secret
+
+
+class TwilioOptions(Strict):
+    """A sender: a number or a messaging service (a payload's own 'from' still wins)."""
+
+    from_number: Phone | None = None
+    messaging_service_sid: Annotated[str, StringConstraints(pattern=r"^MG[0-9a-fA-F]{32}$")] | None = None
+
+    @model_validator(mode="after")
+    def _a_sender(self) -> Self:
+        if not (self.from_number or self.messaging_service_sid):
+            raise ValueError("give from_number or messaging_service_sid: an SMS needs a sender")
+        return self
+
 
 # Twilio error codes that say the recipient number itself is unusable: sending again cannot help.
 # 21211 invalid 'To' number, 21214 'To' number cannot be reached, 21217 number does not appear valid,
@@ -117,6 +142,8 @@ def _http_client_class() -> type:
 class TwilioProvider:
     name: ClassVar[str] = NAME
     channels: ClassVar[frozenset[str]] = frozenset({"sms"})
+    credentials_model: ClassVar[type[BaseModel]] = TwilioCredentials
+    options_model: ClassVar[type[BaseModel]] = TwilioOptions
 
     def __init__(self, settings: ProviderSettings) -> None:
         from twilio.base.exceptions import TwilioRestException, TwilioServiceException
