@@ -13,7 +13,7 @@ SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 # checkov (its own venv, made by scripts/bootstrap.sh) offline: no guideline download, no version check
 CHECKOV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true .local/checkov-venv/bin/checkov --skip-download
 
-.PHONY: help venv test test-layer test-pgbouncer fuzz mutate lint format build migrate bench services \
+.PHONY: help venv test test-layer test-pgbouncer fuzz mutate coverage lint format build migrate bench services \
         services-down services-status \
         dev deploy clean distclean
 
@@ -39,6 +39,12 @@ fuzz: venv ## property-based fuzzing of the HTTP API (~20,000 requests, ~4 min);
 
 mutate: venv ## mutation testing of the decision modules against the unit tier (not part of make test)
 	$(PY) scripts/mutate.py
+
+coverage: venv ## the whole suite with branch coverage; prints it per part (delivery, notifications, sweeper, dlq, auth, API)
+	@mkdir -p .local
+	$(PY) -m pytest -n 2 -q --cov=notify_core --cov=functions --cov-branch \
+		--cov-report=json:.local/coverage.json --cov-report=term:skip-covered
+	$(PY) scripts/coverage_report.py .local/coverage.json
 
 test-layer: venv ## the test suite against the built layer (after make build), not the venv's copies
 	@test -d $(LAYER)/notify_core || { echo "no built layer in $(LAYER): run make build" >&2; exit 1; }

@@ -37,8 +37,11 @@ PY = VENV / "bin" / "python"
 DECISION_MODULES = [
     "notify_core/delivery/steps.py",
     "notify_core/delivery/outcomes.py",
+    "notify_core/delivery/routing.py",
     "notify_core/states.py",
     "notify_core/fields.py",
+    "notify_core/auth.py",
+    "notify_core/http.py",
     "notify_core/jsontext.py",
     "notify_core/pagination.py",
     "notify_core/suppressions.py",
@@ -101,7 +104,9 @@ def workspace(modules: list[str]) -> None:
         shutil.copytree(ROOT / name, WORK / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "template.yaml", WORK / "template.yaml")
     (WORK / "layers/common").mkdir(parents=True)  # the template's layer build inputs, for its tests
-    shutil.copy2(ROOT / "layers/common/requirements.txt", WORK / "layers/common/requirements.txt")
+    for item in (ROOT / "layers/common").iterdir():
+        if item.is_file():
+            shutil.copy2(item, WORK / "layers/common" / item.name)
     only = ",\n    ".join(json.dumps(f"src/{m}") for m in modules)
     (WORK / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
@@ -116,16 +121,24 @@ def workspace(modules: list[str]) -> None:
     (WORK / "mutants" / "src").mkdir(parents=True)
 
 
-def run(max_children: int) -> None:
+def run(max_children: int) -> bool:
+    """mutmut's run; False (with the end of its output) when it could not run the tests at all,
+    e.g. a unit test failing before any mutation."""
     env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    subprocess.run(
+    done = subprocess.run(
         [str(VENV / "bin" / "mutmut"), "run", "--max-children", str(max_children)],
         cwd=WORK,
         env=env,
         check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    output = done.stdout + done.stderr
+    if done.returncode != 0 or "failed to collect stats" in output:
+        print("\n".join(output.splitlines()[-40:]), file=sys.stderr)
+        print(f"mutmut could not run (exit {done.returncode}): see above", file=sys.stderr)
+        return False
+    return True
 
 
 LINE = re.compile(r"^\s*(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
@@ -178,7 +191,8 @@ def main() -> int:
     modules = [m for m in DECISION_MODULES if not args.module or any(k in m for k in args.module)]
     ensure_venv()
     workspace(modules)
-    run(args.max_children)
+    if not run(args.max_children):
+        return 1
     found = results()
     per_module: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     survivors: list[tuple[str, str]] = []

@@ -110,12 +110,10 @@ def domain_error(exc: DomainError) -> Response[str]:
 def _detail(err: dict[str, Any]) -> dict[str, str]:
     """A resolver validation error as a detail: body paths as in the models, parameters by name
     (headers as documented, e.g. Idempotency-Key)."""
-    loc = tuple(err.get("loc", ()))
-    if loc[:1] == ("header",) and len(loc) > 1:
-        loc = ("-".join(part.capitalize() for part in str(loc[1]).split("-")), *loc[2:])
-    elif loc[:1] in (("body",), ("query",), ("path",), ("cookie",)):
-        loc = loc[1:] or loc
-    return detail(err, loc=loc)
+    source, *rest = tuple(err.get("loc") or ("",))  # body, query, path, header or cookie first
+    if source == "header" and rest:
+        return detail(err, loc=("-".join(part.capitalize() for part in str(rest[0]).split("-")), *rest[1:]))
+    return detail(err, loc=tuple(rest) or (source,))
 
 
 @app.exception_handler(RequestValidationError)

@@ -40,6 +40,26 @@ def test_health_needs_no_key(make_api, test_env: ServiceEnv) -> None:
     assert "/api/v1/notifications/batch" in paths and "/api/v1/users/{id}" in paths
 
 
+def test_deep_health_says_which_dependency_is_down(make_api, settings_env) -> None:
+    settings_env(REDIS_URL="redis://127.0.0.1:9/0")  # nothing listens there
+    reply = make_api(None)("GET", "/health", query={"deep": "1"})
+    assert reply.status == 503, reply.raw
+    assert reply.error["code"] == "service_unavailable"
+    ((detail),) = reply.error["details"]
+    assert detail["field"] == "checks.redis" and detail["message"].startswith("error: ")
+    checks = reply.json["checks"]
+    assert (checks["postgres"], checks["sqs"]) == ("ok", "ok") and checks["redis"] == detail["message"]
+
+
+def test_cli_refuses_a_key_for_a_tenant_that_does_not_exist(
+    capsys: pytest.CaptureFixture[str], test_env: ServiceEnv
+) -> None:
+    missing = "00000000-0000-4000-8000-000000000001"
+    assert cli.main(["create-key", missing, "--name", "ci", "--scopes", "notifications:read"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"tenant {missing} does not exist" in captured.err
+
+
 def test_scopes_are_enforced(make_tenant, make_api) -> None:
     reader = make_api(make_tenant(scopes=("notifications:read",)).key)
     assert reader("GET", "/api/v1/notifications").status == 200

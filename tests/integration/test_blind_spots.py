@@ -201,3 +201,74 @@ def test_a_dead_letter_whose_notification_moved_on_is_not_replayed_and_can_be_di
     assert api("DELETE", f"/api/v1/dlq/{letter['id']}").status == 204
     assert api("GET", "/api/v1/dlq").json["data"] == []
     assert api("DELETE", f"/api/v1/dlq/{letter['id']}").status == 404
+
+
+# ---------------------------------------------------------------- the sender's edge and a lost claim
+
+
+def test_a_batch_of_only_malformed_records_is_reported_failed_and_touches_nothing(
+    api: Api, pipeline: Pipeline
+) -> None:
+    nid = create(api, "email", EMAIL)
+    (message,) = pipeline.receive()
+    garbled = [
+        {**message, "MessageId": "bad-json", "Body": "{not json"},
+        {**message, "MessageId": "bad-shape", "Body": json.dumps({"notification_id": "not-a-uuid"})},
+    ]
+    reply = pipeline.invoke("sender", garbled)
+    assert sorted(f["itemIdentifier"] for f in reply["batchItemFailures"]) == ["bad-json", "bad-shape"]
+    assert pipeline.row(nid)["status"] == "queued" and pipeline.stub.requests("sendgrid") == []
+
+
+def test_the_send_pool_follows_send_concurrency_between_invocations(
+    api: Api, pipeline: Pipeline, settings_env: Any
+) -> None:
+    from notify_local.lambda_env import load_module
+
+    sender = load_module("functions/sender/", "app")
+    for size in ("3", "7"):
+        settings_env(SEND_CONCURRENCY=size)
+        nid = create(api, "email", EMAIL)
+        pipeline.drain_sender()
+        assert pipeline.row(nid)["status"] == "sent"
+        assert sender.processor.send_pool()._max_workers == int(size)
+
+
+def test_the_outcome_of_a_claim_that_was_taken_over_changes_nothing(api: Api, pipeline: Pipeline) -> None:
+    from notify_core.delivery.outcomes import Outcome
+
+    # Given a row claimed by a sender whose lease then expired, and claimed again by another
+    nid = uuid.UUID(create(api, "email", EMAIL))
+    store = PgStore()
+    first_id = uuid.uuid4()
+    first = store.claim([nid], first_id, datetime.now(UTC) - timedelta(seconds=1))
+    second_id = uuid.uuid4()
+    second = store.claim([nid], second_id, datetime.now(UTC) + timedelta(seconds=60))
+    assert set(first.rows) == set(second.rows) == {nid}
+    # When the first sender records its outcome late
+    (claim,) = first.rows.values()
+    late = Outcome("sent", nid, claim.tenant_id, channel="email", provider="sendgrid", attempt=1)
+    moved = store.record(first_id, [late], first.rows)
+    # Then nothing moved: the row is still the second sender's, with no attempt recorded
+    assert moved == set()
+    row = pipeline.row(str(nid))
+    assert (row["status"], row["claim_id"], row["attempts"]) == ("sending", second_id, [])
+
+
+def test_an_enqueue_that_finds_its_row_moved_on_reports_the_row_as_it_is(
+    api: Api, pipeline: Pipeline, tenant: Tenant
+) -> None:
+    from notify_core import dispatch
+
+    # Given a row the sender already sent (as when it wins the race with the `queued` mark)
+    nid = create(api, "email", EMAIL)
+    pipeline.drain_sender()
+    # When it is enqueued as `pending` again with its reply row asked for
+    result = dispatch.enqueue([dispatch.Enqueue(uuid.UUID(nid), tenant.id, "pending")], report=True)
+    # Then the message went out, the row was not moved back, and the reply shows it as it is
+    assert result.sent == [uuid.UUID(nid)] and result.failed == []
+    assert result.rows[uuid.UUID(nid)]["status"] == "sent"
+    assert pipeline.row(nid)["status"] == "sent"
+    # and the extra message is acknowledged without a second send
+    pipeline.drain_sender()
+    assert len(pipeline.stub.requests("sendgrid")) == 1

@@ -495,6 +495,24 @@ def test_state_changes_reach_the_endpoint_signed_and_only_subscribed_tenants_pay
     assert [r["tenant_id"] for r in rows] == [loop.tenant.id]
 
 
+def test_an_event_names_the_notifications_user_when_it_has_one(loop: Loop) -> None:
+    loop.endpoint(["notification.cancelled"])
+    user = loop.api("POST", "/api/v1/users", {"email": "ada@example.com"}).json["id"]
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    nid = create(loop.api, "email", {"subject": "s", "body": "b"}, user_id=user, send_at=later)
+    assert loop.api("POST", f"/api/v1/notifications/{nid}/cancel").status == 200
+    loop.dispatch()
+    (got,) = loop.receiver.wait_for(1)
+    assert got.json["type"] == "notification.cancelled"
+    assert got.json["data"] == {
+        "id": nid,
+        "status": "cancelled",
+        "channel": "email",
+        "provider": "sendgrid",
+        "user_id": user,
+    }
+
+
 def test_a_failing_endpoint_is_retried_then_delivered_with_each_attempt_logged(loop: Loop) -> None:
     endpoint = loop.endpoint(["notification.sent"])
     loop.receiver.configure(fail_rate=1.0)

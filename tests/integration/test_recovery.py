@@ -107,6 +107,29 @@ def test_a_retry_that_could_not_be_enqueued_waits_as_retrying_for_the_sweeper(
     assert pipeline.row(nid)["status"] == "sent"
 
 
+def test_a_sweep_stops_at_its_batch_limit_and_the_next_one_takes_the_rest(
+    api: Api, pipeline: Pipeline, settings_env: Any
+) -> None:
+    # Given three retries due whose messages are gone, and a sweep of at most 2 batches of 1 row
+    settings_env(SWEEP_BATCH_SIZE="1", SWEEP_MAX_BATCHES="2")
+    ids = [create(api, "email", EMAIL) for _ in range(3)]
+    pipeline.only(ids)
+    drop_messages(pipeline)
+    pipeline.sql(
+        "UPDATE notifications SET status = 'retrying', next_attempt_at = now() - interval '1 minute'"
+        " WHERE id = ANY(%s::uuid[])",
+        ids,
+    )
+    # When the sweeper runs twice
+    first, second = sweep(), sweep()
+    # Then the first run stops after its two batches, and the second takes the one left
+    assert (first["enqueued"], first["batches"]) == ({"retrying": 2}, 2)
+    assert second["enqueued"] == {"retrying": 1}
+    assert sweep()["enqueued"] == {}
+    pipeline.drain_sender()
+    assert [pipeline.row(i)["status"] for i in ids] == ["sent"] * 3
+
+
 # ---------------------------------------------------------------- outcomes as they happen
 
 

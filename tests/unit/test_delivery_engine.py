@@ -316,6 +316,26 @@ def test_outcomes_that_cannot_be_recorded_are_reported_to_sqs() -> None:
     assert row.status == "sending"
 
 
+def test_while_the_database_is_away_an_early_message_still_goes_back_and_only_claimed_rows_fail() -> None:
+    # Given a batch with a due row and an early one, and a database away for the rest of the run
+    w = world()
+    due = w.store.add()
+    early = w.store.add(status="retrying", next_attempt_at=NOW + timedelta(seconds=40))
+    w.store.down = 10**6
+    report = run(w, due, early, remaining_ms=3100)
+    # Then the claimed row's record is reported to SQS; the early message (which moved nothing) is
+    # put back with its remaining delay and acknowledged
+    assert set(report.failed) == {"m0"} and report.outcomes["m1"].kind == "early"
+    assert [(i.notification_id, i.delay_s) for i in w.queue.sent] == [(early.id, 40.0)]
+
+
+def test_an_empty_batch_does_nothing() -> None:
+    w = world()
+    report = deliver([], Deadline(LONG), w.deps())
+    assert (report.outcomes, report.failed) == ({}, {})
+    assert (w.store.records, w.queue.sent, w.metrics) == ([], [], [])
+
+
 def test_a_flush_is_retried_while_the_database_comes_back() -> None:
     w = world()
     row = w.store.add()
