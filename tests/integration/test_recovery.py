@@ -156,6 +156,34 @@ def test_a_lost_answer_is_recorded_as_ambiguous(
     assert [d["reason"] for d in row["dead_letters"]] == ([reason] if reason else [])
 
 
+@pytest.mark.parametrize(
+    ("then", "max_attempts", "last_outcome"),
+    [("permanent", "5", "permanent_error"), ("5xx", "2", "transient_error")],
+)
+def test_a_dead_letter_after_a_lost_answer_does_not_claim_the_message_was_not_sent(
+    api: Api, pipeline: Pipeline, settings_env: Any, then: str, max_attempts: str, last_outcome: str
+) -> None:
+    # Given a first attempt whose answer is lost (SendGrid took the mail, the read timed out) ...
+    settings_env(SENDGRID_TIMEOUT_SECONDS="1", DEFAULT_MAX_ATTEMPTS=max_attempts)
+    pipeline.stub.configure("sendgrid", delay_ms=2500)
+    nid = create(api, "email", EMAIL)
+    pipeline.invoke("sender", pipeline.receive())
+    # ... and a retry that fails for good (a permanent error, or the last attempt of the budget)
+    pipeline.stub.configure("sendgrid", fail_next=1, failure=then)
+    deadline = time.monotonic() + 20
+    while pipeline.row(nid)["status"] != "failed" and time.monotonic() < deadline:
+        pipeline.drain_sender(rounds=1)
+    row = pipeline.row(nid)
+    # Then the provider has it once, and the dead letter says the outcome is unknown
+    assert [r.status for r in pipeline.stub.requests("sendgrid")] == [
+        202,
+        400 if then == "permanent" else 503,
+    ]
+    assert row["status"] == "failed"
+    assert [a["outcome"] for a in row["attempts"]] == ["ambiguous", last_outcome]
+    assert [d["reason"] for d in row["dead_letters"]] == ["ambiguous"]
+
+
 def test_a_refused_connection_is_not_ambiguous(api: Api, pipeline: Pipeline, settings_env: Any) -> None:
     settings_env(SENDGRID_BASE_URL="http://127.0.0.1:9", AMBIGUOUS_SENDS="fail")
     nid = create(api, "email", EMAIL)

@@ -135,6 +135,19 @@ def test_a_dead_letter_whose_last_attempt_was_ambiguous_says_so() -> None:
     assert w.store.dead_letters == [(row.id, "ambiguous")]
 
 
+def test_a_dead_letter_after_an_earlier_ambiguous_attempt_says_ambiguous() -> None:
+    w = world(retry_base_seconds=1.0)
+    row = w.store.add(max_attempts=3)
+    w.provider.script[row.id] = [transient("timeout", ambiguous=True)]
+    run(w, row)
+    row.next_attempt_at = None  # as if the delay had passed
+    w.provider.script[row.id] = [PermanentProviderError("invalid address", "http_400")]
+    run(w, row)
+    assert row.status == "failed"
+    assert [a[2] for a in w.store.attempts] == ["ambiguous", "permanent_error"]
+    assert w.store.dead_letters == [(row.id, "ambiguous")]
+
+
 def test_over_the_provider_rate_defers_without_an_attempt() -> None:
     w = world(provider_rate_limits="fake=5")
     w.limiter.refuse["provider:fake"] = 3

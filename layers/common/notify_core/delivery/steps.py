@@ -38,6 +38,8 @@ class Claim:
     attempt_count: int
     max_attempts: int
     last_error: str | None = None
+    # An earlier attempt's answer was lost (ambiguous): the provider may already have the message.
+    ambiguous_before: bool = False
 
     def outcome(self, kind: Any, **fields: Any) -> Outcome:
         return Outcome(kind, self.id, self.tenant_id, channel=self.channel, provider=self.provider, **fields)
@@ -195,7 +197,9 @@ def _failed(row: Claim, attempt: int, exc: Exception, ms: int, reason: Any) -> O
         duration_ms=ms,
         permanent=reason == "permanent_error",
         ambiguous=reason == "ambiguous",
-        reason=reason,
+        # After an ambiguous attempt the provider may have the message: the dead letter must not
+        # claim it was not sent, whatever the last attempt's error.
+        reason="ambiguous" if row.ambiguous_before else reason,
     )
 
 

@@ -20,7 +20,11 @@ from .steps import Claim, LimiterUnavailable
 
 CLAIMABLE = ("pending", "queued", "retrying")
 DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagree by this much
-CLAIM_COLUMNS = "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error"
+CLAIM_COLUMNS = (
+    "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error,"
+    " EXISTS (SELECT 1 FROM notification_attempts a WHERE a.notification_id = notifications.id"
+    " AND a.outcome = 'ambiguous') AS ambiguous_before"
+)
 # A row may be claimed when it is waiting (pending, queued, retrying) and due, or when it is
 # `sending` under a lease that expired (its sender died). A `pending` row is always due: it was
 # stored for sending now, and its next_attempt_at is only the sweeper's grace.
