@@ -10,7 +10,7 @@ ENV    ?= default
 # `sam build` (no container) needs the function runtime's python3.12 on PATH: the venv has one.
 SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 
-.PHONY: help venv test lint format build migrate bench services services-down services-status \
+.PHONY: help venv test lint format build migrate bench chaos services services-down services-status \
         dev deploy clean distclean
 
 help: ## list the targets
@@ -41,6 +41,9 @@ migrate: venv ## apply database migrations (DATABASE_URL)
 bench: venv ## run every benchmark script in bench/ (each prints its figures)
 	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
 	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
+
+chaos: venv ## fault-injection suite (~14 min; not part of `make test`; CHAOS_ARGS=--quick: ~7 min)
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 services: venv ## start PostgreSQL, Redis and LocalStack/moto as needed; print their URLs
 	$(PY) -m notify_local.services up
