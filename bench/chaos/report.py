@@ -98,8 +98,9 @@ def details(result: Result) -> str:
                 f"  outage API  {api.outage_requests} requests left during the outage: slowest answer"
                 f" {api.outage_max_s:.2f} s, {api.outage_unanswered} without an answer"
             )
+        unacknowledged = f" ({_counts(f.stored_not_accepted_statuses)})" if f.stored_not_accepted else ""
         lines.append(
-            f"  accepted    {f.accepted} notifications; stored without a 202: {f.stored_not_accepted}"
+            f"  accepted    {f.accepted} notifications; stored without a 202: {f.stored_not_accepted}{unacknowledged}"
         )
         lines.append(f"  statuses    {_counts(f.statuses)} (not final: {f.not_final})")
         lines.append(f"  dead letter {_counts(f.dead_letters)}")
