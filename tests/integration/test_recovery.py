@@ -16,9 +16,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from notify_core import sweeper
+from notify_core import dispatch, sweeper
 from notify_core.config import get_settings
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
 
@@ -208,6 +209,27 @@ def test_the_api_answers_503_with_retry_after_when_the_database_is_unreachable(
     assert reply.status == 503
     assert reply.error["code"] == "service_unavailable"
     assert reply.headers["Retry-After"] == "5"
+
+
+def test_a_notification_stored_and_enqueued_is_accepted_when_only_the_queued_mark_fails(
+    api: Api, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the database connection lost after the INSERT committed and SQS took the message,
+    # while the advisory `queued` mark is being written
+    def connection_lost(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "_mark", connection_lost)
+        reply = api("POST", "/api/v1/notifications", {"channel": "email", "payload": EMAIL})
+    # Then the client is told it was accepted (a 503 would invite a retry that sends it twice) ...
+    assert reply.status == 202, reply.raw
+    nid = str(reply.json["id"])
+    assert pipeline.row(nid)["status"] == "pending"
+    # ... and its message, already on the queue, sends it once
+    pipeline.drain_sender()
+    assert pipeline.row(nid)["status"] == "sent"
+    assert len(pipeline.stub.requests("sendgrid")) == 1
 
 
 # ---------------------------------------------------------------- the DLQ processor

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from . import queue
 from .db import transaction
+from .errors import DatabaseUnavailable
 from .observability import logger
 from .queue import Outgoing, QueueMessage
 from .states import transition
@@ -84,7 +85,10 @@ def enqueue(
             if fast_commit:
                 own.execute("SET LOCAL synchronous_commit = off")
             out.rows = _mark(own, groups, sent if report else set())
-    except psycopg.Error as exc:
+    except (
+        psycopg.Error,
+        DatabaseUnavailable,
+    ) as exc:  # transaction() turns a lost connection into the latter
         # The messages are on the queue and the sender claims rows in any of these states.
         logger.warning("could not mark notifications queued", extra={"error": type(exc).__name__})
     return out
