@@ -42,7 +42,7 @@ bench: venv ## run every benchmark script in bench/ (each prints its figures)
 	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
 	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
 
-chaos: venv ## fault-injection suite (~14 min; not part of `make test`; CHAOS_ARGS=--quick: ~7 min)
+chaos: venv ## fault-injection suite (~12 min; not part of `make test`; CHAOS_ARGS=--quick: ~6 min)
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 services: venv ## start PostgreSQL, Redis and LocalStack/moto as needed; print their URLs
