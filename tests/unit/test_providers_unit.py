@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from notify_core.config import get_settings
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -276,6 +277,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
     from moto import mock_aws
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # an integration run may have set it
+    get_settings.cache_clear()  # ... and an earlier test in this worker may have cached it in the settings
     forget_secrets()
     with mock_aws():
         import boto3
@@ -293,6 +295,7 @@ def test_secret_is_fetched_once_with_boto3(monkeypatch: pytest.MonkeyPatch) -> N
             load_secret(arn.replace("providers", "missing"))
         assert caught.value.code == "not_configured"
     forget_secrets()
+    get_settings.cache_clear()
 
 
 # ---------------------------------------------------------------- generic classification
