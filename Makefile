@@ -13,7 +13,7 @@ SAM    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(BIN)/sam
 # checkov (its own venv, made by scripts/bootstrap.sh) offline: no guideline download, no version check
 CHECKOV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true .local/checkov-venv/bin/checkov --skip-download
 
-.PHONY: help venv test test-layer test-pgbouncer fuzz mutate coverage lint format build migrate bench services \
+.PHONY: help venv test test-layer test-pgbouncer fuzz mutate coverage chaos lint format build migrate bench services \
         services-down services-status \
         dev deploy clean distclean
 
@@ -74,6 +74,9 @@ migrate: venv ## apply database migrations (DATABASE_URL)
 bench: build ## run every benchmark script in bench/ (each prints its figures and a RESULT line)
 	@for f in bench/[a-z]*.py; do name=$$(basename $$f .py); [ "$$name" = common ] && continue; \
 	  echo "== bench/$$name.py"; $(PY) -m bench.$$name; done
+
+chaos: venv ## fault-injection suite (~12 min; not part of `make test`; CHAOS_ARGS=--quick: ~6 min)
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 services: venv ## start PostgreSQL, Redis and LocalStack/moto as needed; print their URLs
 	$(PY) -m notify_local.services up

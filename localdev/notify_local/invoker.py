@@ -13,6 +13,7 @@ layer would be in one environment; it is thread-safe.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -121,8 +122,35 @@ def _json_round_trip(value: Any, what: str) -> Any:
         raise TypeError(f"{what} is not JSON serializable: {exc}") from exc
 
 
+_METRICS_LOCK = threading.RLock()
+
+
+def guard_powertools_metrics() -> None:
+    """Powertools keeps one metric store per process (class attributes of Metrics), which Lambda
+    never shares: an execution environment runs one invocation at a time. Here every environment
+    shares it, and an invocation's flush (serialize, print, clear: the print lets other threads
+    run) dropped what other invocations added meanwhile. Adding and flushing therefore take one
+    lock: a metric added during another invocation's flush goes out with the next one. Idempotent."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+        AmazonCloudWatchEMFProvider as Provider,
+    )
+
+    for name in ("add_metric", "flush_metrics"):
+        original = getattr(Provider, name)
+        if getattr(original, "_notify_local_guarded", False):
+            continue
+
+        def guarded(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _METRICS_LOCK:
+                return _original(self, *args, **kwargs)
+
+        guarded._notify_local_guarded = True  # type: ignore[attr-defined]
+        setattr(Provider, name, functools.wraps(original)(guarded))
+
+
 class Invoker:
     def __init__(self, functions: dict[str, FunctionSpec]) -> None:
+        guard_powertools_metrics()
         self.functions = functions
         self.pools = {name: EnvironmentPool(spec) for name, spec in functions.items()}
 

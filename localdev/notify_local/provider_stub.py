@@ -13,6 +13,9 @@ status answered). Per provider (``sendgrid``, ``twilio``, ``fcm``, ``oauth``) it
 slowly and/or to fail: the next N requests (deterministic) or a fraction of them, with a 5xx, a 429
 (+ ``Retry-After``), a permanent error (SendGrid 400 validation, Twilio 400 error 21211 invalid number,
 FCM 404 UNREGISTERED), a validation error (400, FCM INVALID_ARGUMENT) or an auth error (401/403).
+A ``mix`` of faults draws per request one of several failure kinds, or ``slow`` (the normal answer,
+but after ``slow_ms``: past the client's timeout, the provider has accepted a message whose answer
+is lost), each with its own probability.
 Replies are shaped like the real ones (Twilio ``{code, message, more_info, status}``, Google
 ``{"error": {code, message, status, details: [{"@type": ...FcmError, errorCode}]}}``), so the SDKs
 raise the same exceptions they raise in production.
@@ -26,8 +29,10 @@ Python::
         stub.requests("twilio")
 
 HTTP control, for another process (the local runtime, benchmarks; see ``RemoteStub``):
-``GET /_stub/requests[?provider=x]``, ``POST /_stub/config`` (JSON: provider + the keyword
-arguments of ``configure``), ``POST /_stub/reset``, ``GET /_stub/env``, ``GET /_stub/health``.
+``GET /_stub/requests[?provider=x][&summary=1]`` (summary: a few fields per request, for large
+runs), ``GET /_stub/stats`` (per provider: received, answered, in flight), ``POST /_stub/config``
+(JSON: provider + the keyword arguments of ``configure``), ``POST /_stub/reset``, ``GET /_stub/env``,
+``GET /_stub/health``.
 
 After a send it accepted, the stub can report delivery back as the providers do (signed SendGrid
 Event Webhook batches to a configured URL, Twilio status callbacks to each message's
@@ -98,6 +103,8 @@ class RecordedRequest:
     time: float  # epoch seconds when the request arrived
     status: int | None = None  # what the stub answered (None while it is still delaying)
     failed: bool = False  # True when the answer was an injected failure
+    slow: bool = False  # True when the answer was held back for ``slow_ms`` (a ``mix`` draw)
+    answered_at: float | None = None  # epoch seconds when the answer was ready (None while delaying)
     response_headers: dict[str, str] = field(default_factory=dict)  # what the stub answered
     response: Any = None  # the JSON body the stub answered, if any
 
@@ -121,12 +128,58 @@ class RecordedRequest:
             return None
         return user, password
 
+    @property
+    def notification_id(self) -> str | None:
+        """The notification a SendGrid mail is about (``custom_args.notification_id``), if any."""
+        args = self.body.get("custom_args") if isinstance(self.body, dict) else None
+        value = args.get("notification_id") if isinstance(args, dict) else None
+        return str(value) if value is not None else None
+
+    def summary(self) -> RequestSummary:
+        return RequestSummary(
+            self.provider,
+            self.time,
+            self.answered_at,
+            self.status,
+            self.failed,
+            self.slow,
+            self.notification_id,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecordedRequest:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSummary:
+    """What a large run needs of a recorded request (``GET /_stub/requests?summary=1``)."""
+
+    provider: str
+    time: float
+    answered_at: float | None
+    status: int | None
+    failed: bool
+    slow: bool
+    notification_id: str | None
+
+    @property
+    def accepted(self) -> bool:
+        """The provider took the message (a 2xx), whether or not the client saw the answer."""
+        return self.status is not None and 200 <= self.status < 300
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestSummary:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+MIX_KINDS: tuple[str, ...] = (*FAILURES, "slow")
 
 
 @dataclass
@@ -138,6 +191,10 @@ class Behaviour:
     retry_after: float | None = None
     status: int | None = None  # the 5xx status to answer (default 503)
     seed: int | None = None
+    # Instead of fail_rate/failure: per request one draw picks a kind of MIX_KINDS with its
+    # probability (the rest answer normally); "slow" answers normally after slow_ms.
+    mix: dict[str, float] = field(default_factory=dict)
+    slow_ms: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +206,13 @@ class Behaviour:
             raise ValueError("fail_rate must be between 0 and 1")
         if self.status is not None and not 500 <= self.status <= 599:
             raise ValueError("status must be a 5xx status")
+        unknown = sorted(set(self.mix) - set(MIX_KINDS))
+        if unknown:
+            raise ValueError(f"mix kinds must be among {', '.join(MIX_KINDS)}, not {', '.join(unknown)}")
+        if any(rate < 0 for rate in self.mix.values()) or sum(self.mix.values()) > 1.0 + 1e-9:
+            raise ValueError("mix rates must be >= 0 and sum to at most 1")
+        if self.slow_ms < 0:
+            raise ValueError("slow_ms must be >= 0")
         if self.seed is not None:
             self.rng = random.Random(self.seed)
 
@@ -160,6 +224,17 @@ class Behaviour:
             self.fail_next -= 1
             return True
         return self.fail_rate > 0 and self.rng.random() < self.fail_rate
+
+    def decide(self) -> tuple[str | None, bool]:
+        """For the next request: (the failure kind to answer, or None; whether to answer slowly)."""
+        if self.mix and self.fail_next == 0:
+            draw = self.rng.random()
+            for kind, rate in self.mix.items():
+                if draw < rate:
+                    return (None, True) if kind == "slow" else (kind, False)
+                draw -= rate
+            return None, False
+        return (self.failure if self.should_fail() else None), False
 
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -262,9 +337,9 @@ def _google_error(status: int, google_status: str, message: str, fcm_code: str |
     return _json(status, {"error": error})
 
 
-def failure_reply(provider: str, behaviour: Behaviour, body: Any) -> Reply:
-    """The injected failure ``behaviour.failure`` in ``provider``'s own error shape."""
-    kind = behaviour.failure
+def failure_reply(provider: str, behaviour: Behaviour, body: Any, kind: str | None = None) -> Reply:
+    """The injected failure ``kind`` (default ``behaviour.failure``) in ``provider``'s own error shape."""
+    kind = kind or behaviour.failure
     status = behaviour.status or 503
     retry = {} if behaviour.retry_after is None else {"Retry-After": f"{behaviour.retry_after:g}"}
     form = body if isinstance(body, dict) else {}
@@ -337,6 +412,8 @@ class ProviderStub:
         self._stopping = threading.Event()
         self._records: deque[RecordedRequest] = deque(maxlen=max_records)  # oldest dropped (benchmarks)
         self._behaviour: dict[str, Behaviour] = {p: Behaviour() for p in PROVIDERS}
+        self._received: dict[str, int] = {}
+        self._answered: dict[str, int] = {}
         self._tokens: set[str] = set()
         self._server = _Server((LOOPBACK, port), _Handler)
         self._server.stub = self
@@ -390,9 +467,12 @@ class ProviderStub:
         retry_after: float | None = None,
         status: int | None = None,
         seed: int | None = None,
+        mix: dict[str, float] | None = None,
+        slow_ms: int = 0,
     ) -> dict[str, Any]:
         """Set ``provider``'s whole behaviour (what is not given goes back to its default, so
-        ``configure(provider)`` recovers). ``fail_next`` failures come first, then ``fail_rate``."""
+        ``configure(provider)`` recovers). ``fail_next`` failures come first, then ``fail_rate`` —
+        or, when given, the ``mix`` ({kind: probability}, kinds: the failures and ``slow``)."""
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
         behaviour = Behaviour(
@@ -403,6 +483,8 @@ class ProviderStub:
             retry_after=None if retry_after is None else float(retry_after),
             status=None if status is None else int(status),
             seed=seed,
+            mix={str(k): float(v) for k, v in (mix or {}).items()},
+            slow_ms=int(slow_ms),
         )
         with self._lock:
             self._behaviour[provider] = behaviour
@@ -418,11 +500,29 @@ class ProviderStub:
                 dataclasses.replace(r) for r in self._records if provider is None or r.provider == provider
             ]
 
+    def summaries(self, provider: str | None = None) -> list[RequestSummary]:
+        with self._lock:
+            return [r.summary() for r in self._records if provider is None or r.provider == provider]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per provider: requests received, answered, and in flight (received, not answered yet)."""
+        with self._lock:
+            return {
+                p: {
+                    "received": self._received.get(p, 0),
+                    "answered": self._answered.get(p, 0),
+                    "in_flight": self._received.get(p, 0) - self._answered.get(p, 0),
+                }
+                for p in sorted(set(self._received) | set(PROVIDERS))
+            }
+
     def reset(self) -> None:
-        """Forget recorded requests, behaviours and callback outcomes (issued tokens and the
+        """Forget recorded requests, counters, behaviours and callback outcomes (issued tokens and the
         callback URL stay)."""
         with self._lock:
             self._records.clear()
+            self._received.clear()
+            self._answered.clear()
             self._behaviour = {p: Behaviour() for p in PROVIDERS}
             self._callbacks = provider_callbacks.CallbackConfig(sendgrid_url=self._callbacks.sendgrid_url)
             if self._emitter is not None:
@@ -528,21 +628,28 @@ class ProviderStub:
         record = RecordedRequest(provider, method, path, query, headers, body, time.time())
         with self._lock:
             self._records.append(record)
+            self._received[provider] = self._received.get(provider, 0) + 1
             behaviour = self._behaviour.get(provider)
-            fail = behaviour.should_fail() if behaviour else False
-            delay = behaviour.delay_ms / 1000 if behaviour else 0.0
+            failure, slow = behaviour.decide() if behaviour else (None, False)
+            delay = (behaviour.slow_ms if slow else behaviour.delay_ms) / 1000 if behaviour else 0.0
         if delay:
             self._stopping.wait(delay)
-        if fail and behaviour is not None:
-            reply = failure_reply(provider, behaviour, body)
+        if failure is not None and behaviour is not None:
+            reply = failure_reply(provider, behaviour, body, failure)
         elif route is None:
             reply = _json(404, {"error": f"the provider stub has no route {method} {path}"})
         else:
             reply = route(record)
         with self._lock:
-            record.status, record.failed, record.response_headers = reply[0], fail, dict(reply[1])
+            record.status, record.failed, record.response_headers = (
+                reply[0],
+                failure is not None,
+                dict(reply[1]),
+            )
+            record.slow, record.answered_at = slow, time.time()
             record.response = json.loads(reply[2]) if reply[2] else None
-        if not fail:
+            self._answered[provider] = self._answered.get(provider, 0) + 1
+        if failure is None:
             self._after_send(provider, record, reply)
         return reply
 
@@ -674,7 +781,11 @@ class ProviderStub:
     def _control(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
         if method == "GET" and path == "/_stub/requests":
             provider = query["provider"][0] if query.get("provider") else None
+            if query.get("summary", ["0"])[0] not in ("", "0"):
+                return _json(200, {"requests": [r.to_dict() for r in self.summaries(provider)]})
             return _json(200, {"requests": [r.to_dict() for r in self.requests(provider)]})
+        if method == "GET" and path == "/_stub/stats":
+            return _json(200, self.stats())
         if method == "GET" and path == "/_stub/config":
             return _json(200, self.config())
         if method == "POST" and path == "/_stub/config":
@@ -802,6 +913,13 @@ class RemoteStub:
     def requests(self, provider: str | None = None) -> list[RecordedRequest]:
         path = "/_stub/requests" + (f"?provider={provider}" if provider else "")
         return [RecordedRequest.from_dict(r) for r in self._call("GET", path)["requests"]]
+
+    def summaries(self, provider: str | None = None) -> list[RequestSummary]:
+        path = "/_stub/requests?summary=1" + (f"&provider={provider}" if provider else "")
+        return [RequestSummary.from_dict(r) for r in self._call("GET", path)["requests"]]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return cast(dict[str, dict[str, int]], self._call("GET", "/_stub/stats"))
 
     def reset(self) -> None:
         self._call("POST", "/_stub/reset", {})

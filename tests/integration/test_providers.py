@@ -7,6 +7,7 @@ HTTP server in this process). Every assertion on a request is on what the stub r
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -550,6 +551,41 @@ def test_seeded_fail_rate_is_deterministic(stub: ProviderStub) -> None:
 
     assert failed == expected
     assert sum(failed) == 7  # seed 42 fails seven of the twelve: the 2nd to 4th and the 8th to 11th
+
+
+def test_a_seeded_mix_draws_each_fault_kind_and_slow_answers(stub: ProviderStub) -> None:
+    # Given a mix of faults, slow answers (the normal reply, held back) among them
+    mix = {"5xx": 0.2, "429": 0.2, "permanent": 0.2, "slow": 0.2}
+    RemoteStub(stub.url).configure("sendgrid", mix=mix, slow_ms=1, retry_after=2, seed=7)
+    expected_rng = random.Random(7)
+    expected = []
+    for _ in range(30):
+        draw, kind = expected_rng.random(), None
+        for name, rate in mix.items():
+            if draw < rate:
+                kind = name
+                break
+            draw -= rate
+        expected.append(kind)
+    # When 30 mails are sent
+    for _ in range(30):
+        with contextlib.suppress(ProviderError):
+            send("sendgrid")
+    # Then each request got the answer its draw picked, and the summary keys it by notification
+    summaries = RemoteStub(stub.url).summaries("sendgrid")
+    got = [
+        ("slow" if s.slow else None) or {503: "5xx", 429: "429", 400: "permanent"}.get(s.status or 0)
+        for s in summaries
+    ]
+    assert got == expected
+    assert {k for k in expected if k} == set(mix)
+    assert all(s.accepted == (k in (None, "slow")) for s, k in zip(summaries, expected, strict=True))
+    assert all(s.answered_at is not None and s.answered_at >= s.time for s in summaries)
+    assert [s.notification_id for s in summaries] == [r.notification_id for r in stub.requests("sendgrid")]
+    assert all(s.notification_id for s in summaries)
+    assert RemoteStub(stub.url).stats()["sendgrid"] == {"received": 30, "answered": 30, "in_flight": 0}
+    with pytest.raises(Exception, match="400"):
+        RemoteStub(stub.url).configure("sendgrid", mix={"5xx": 0.7, "slow": 0.5})
 
 
 def test_standalone_stub_runs_as_a_module() -> None:

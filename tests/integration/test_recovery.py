@@ -17,9 +17,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from notify_core import sweeper
+from notify_core import dispatch, sweeper
 from notify_core.config import get_settings
 from notify_local.lambda_env import LambdaContext, load_handler, sqs_event
 
@@ -180,6 +181,35 @@ def test_a_lost_answer_is_recorded_as_ambiguous(
     assert [d["reason"] for d in row["dead_letters"]] == ([reason] if reason else [])
 
 
+@pytest.mark.parametrize(
+    ("then", "max_attempts", "last_outcome"),
+    [("permanent", "5", "permanent_error"), ("5xx", "2", "transient_error")],
+)
+def test_a_dead_letter_after_a_lost_answer_does_not_claim_the_message_was_not_sent(
+    api: Api, pipeline: Pipeline, settings_env: Any, then: str, max_attempts: str, last_outcome: str
+) -> None:
+    # Given a first attempt whose answer is lost (SendGrid took the mail, the read timed out) ...
+    settings_env(SENDGRID_TIMEOUT_SECONDS="1", DEFAULT_MAX_ATTEMPTS=max_attempts)
+    pipeline.stub.configure("sendgrid", delay_ms=2500)
+    nid = create(api, "email", EMAIL)
+    pipeline.invoke("sender", pipeline.receive())
+    # ... and a retry that fails for good (a permanent error, or the last attempt of the budget)
+    pipeline.stub.configure("sendgrid", fail_next=1, failure=then)
+    deadline = time.monotonic() + 20
+    while pipeline.row(nid)["status"] != "failed" and time.monotonic() < deadline:
+        pipeline.drain_sender(rounds=1)
+    row = pipeline.row(nid)
+    # Then the provider has it once (the late answer to the first request is a 202) ...
+    while any(r.status is None for r in pipeline.stub.requests("sendgrid")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    statuses = [r.status for r in pipeline.stub.requests("sendgrid")]
+    assert statuses == [202, 400 if then == "permanent" else 503]
+    # ... and the dead letter says the outcome is unknown
+    assert row["status"] == "failed"
+    assert [a["outcome"] for a in row["attempts"]] == ["ambiguous", last_outcome]
+    assert [d["reason"] for d in row["dead_letters"]] == ["ambiguous"]
+
+
 def test_a_refused_connection_is_not_ambiguous(api: Api, pipeline: Pipeline, settings_env: Any) -> None:
     settings_env(SENDGRID_BASE_URL="http://127.0.0.1:9", AMBIGUOUS_SENDS="fail")
     nid = create(api, "email", EMAIL)
@@ -204,6 +234,60 @@ def test_the_api_answers_503_with_retry_after_when_the_database_is_unreachable(
     assert reply.status == 503
     assert reply.error["code"] == "service_unavailable"
     assert reply.headers["Retry-After"] == "5"
+
+
+def test_a_notification_stored_and_enqueued_is_accepted_when_only_the_queued_mark_fails(
+    api: Api, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the database connection lost after the INSERT committed and SQS took the message,
+    # while the advisory `queued` mark is being written
+    def connection_lost(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "_mark", connection_lost)
+        # (with an Idempotency-Key the row may be a replay: it is stored first, then enqueued)
+        reply = api(
+            "POST",
+            "/api/v1/notifications",
+            {"channel": "email", "payload": EMAIL},
+            headers={"Idempotency-Key": f"mark-{uuid.uuid4()}"},
+        )
+    # Then the client is told it was accepted (a 503 would invite a retry that sends it twice) ...
+    assert reply.status == 202, reply.raw
+    nid = str(reply.json["id"])
+    assert pipeline.row(nid)["status"] == "pending"
+    # ... and its message, already on the queue, sends it once
+    pipeline.drain_sender()
+    assert pipeline.row(nid)["status"] == "sent"
+    assert len(pipeline.stub.requests("sendgrid")) == 1
+
+
+def test_a_message_sqs_refused_while_the_database_is_lost_leaves_the_row_for_the_sweeper(
+    api: Api, pipeline: Pipeline, settings_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a notification sent ahead of its INSERT, whose message SQS refuses, and the database
+    # connection lost while the row is being put back to `pending`
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue + "-missing", STALE_QUEUED_SECONDS="60")
+
+    def connection_lost(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "transition", connection_lost)
+        reply = api("POST", "/api/v1/notifications", {"channel": "email", "payload": EMAIL})
+    # Then the client is told it was accepted: the row is stored, `queued` without a message ...
+    assert reply.status == 202, reply.raw
+    nid = str(reply.json["id"])
+    assert pipeline.row(nid)["status"] == "queued"
+    # ... and the sweeper's stale-queued pass sends it once its threshold has passed
+    settings_env(NOTIFICATIONS_QUEUE_URL=pipeline.queue, STALE_QUEUED_SECONDS="60")
+    pipeline.only([nid])
+    pipeline.sql("UPDATE notifications SET queued_at = now() - interval '2 minutes' WHERE id = %s", nid)
+    assert sweep()["enqueued"] == {"queued": 1}
+    pipeline.drain_sender()
+    assert pipeline.row(nid)["status"] == "sent"
+    assert len(pipeline.stub.requests("sendgrid")) == 1
 
 
 # ---------------------------------------------------------------- the DLQ processor

@@ -102,6 +102,7 @@ class FakeStore:
                         row.max_attempts,
                         row.last_error,
                         row.category,
+                        any(a == (row.id, a[1], "ambiguous") for a in self.attempts),
                     )
                 elif row.status in ("queued", "retrying") and row.next_attempt_at is not None:
                     out.early[i] = (row.tenant_id, row.status, (row.next_attempt_at - now).total_seconds())

@@ -137,6 +137,19 @@ def test_a_dead_letter_whose_last_attempt_was_ambiguous_says_so() -> None:
     assert w.store.dead_letters == [(row.id, "ambiguous")]
 
 
+def test_a_dead_letter_after_an_earlier_ambiguous_attempt_says_ambiguous() -> None:
+    w = world(retry_base_seconds=1.0)
+    row = w.store.add(max_attempts=3)
+    w.provider.script[row.id] = [transient("timeout", ambiguous=True)]
+    run(w, row)
+    row.next_attempt_at = None  # as if the delay had passed
+    w.provider.script[row.id] = [PermanentProviderError("invalid address", "http_400")]
+    run(w, row)
+    assert row.status == "failed"
+    assert [a[2] for a in w.store.attempts] == ["ambiguous", "permanent_error"]
+    assert w.store.dead_letters == [(row.id, "ambiguous")]
+
+
 def test_over_the_provider_rate_defers_without_an_attempt() -> None:
     w = world(provider_rate_limits="fake=5")
     w.limiter.refuse["provider:fake"] = 3
@@ -230,10 +243,32 @@ def test_a_message_that_overtook_its_row_goes_back_for_a_moment() -> None:
     assert report.outcomes["m0"].kind == "unborn"
     assert [(i.notification_id, i.status, i.delay_s) for i in w.queue.sent] == [(ghost.id, "queued", 2.0)]
     assert w.metrics == ["MessagesBeforeTheirRow"] and w.store.records == []
+    # And the copy put back carries the first message's send time
+    (back,) = w.queue.sent
+    assert back.first_sent_at == NOW.timestamp() - 1
     # And once the window has passed, the row is taken never to come: the message is dropped
     stale = Incoming("m1", message(ghost), sent_at=NOW.timestamp() - 61)
     assert deliver([stale], Deadline(LONG), w.deps()).outcomes["m1"].kind == "skipped"
     assert len(w.queue.sent) == 1
+
+
+def test_put_back_copies_do_not_renew_the_window_for_a_row_that_never_comes() -> None:
+    # Given a message whose row's ingest rolled back, put back again and again: each copy is
+    # freshly sent, but carries the first message's send time
+    w = world()
+    ghost = Row(id=uuid.uuid4(), tenant_id=TENANT)
+    first_sent = NOW.timestamp() - 59
+    copy = message(ghost).model_copy(update={"first_sent_at": first_sent})
+    assert (
+        deliver([Incoming("m0", copy, sent_at=NOW.timestamp())], Deadline(LONG), w.deps()).outcomes["m0"].kind
+        == "unborn"
+    )
+    assert [i.first_sent_at for i in w.queue.sent] == [first_sent]
+    # When a copy arrives more than the window after the first message
+    late = message(ghost).model_copy(update={"first_sent_at": NOW.timestamp() - 61})
+    report = deliver([Incoming("m1", late, sent_at=NOW.timestamp())], Deadline(LONG), w.deps())
+    # Then it is dropped, however fresh the copy itself
+    assert report.outcomes["m1"].kind == "skipped" and len(w.queue.sent) == 1
 
 
 def test_a_pending_row_is_due_whatever_its_grace() -> None:

@@ -39,3 +39,13 @@ def test_webhook_dispatcher_event_carries_delivery_ids() -> None:
     assert parse(event=raw, model=SqsModel).Records
     for record in raw["Records"]:
         assert record_model.model_validate(record).body.id == QueueMessage.parse(record["body"]).id
+
+
+def test_the_queue_wire_format_carries_ids_and_only_a_put_back_copy_its_first_send_time() -> None:
+    import uuid
+
+    plain = QueueMessage(id=uuid.uuid4(), tenant_id=uuid.uuid4())
+    assert json.loads(plain.body()) == {"id": str(plain.id), "tenant_id": str(plain.tenant_id)}
+    back = plain.model_copy(update={"first_sent_at": 1795600000.5})
+    assert QueueMessage.parse(back.body()) == back
+    assert json.loads(back.body())["first_sent_at"] == 1795600000.5

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from notify_core.config import get_settings
 from notify_core.providers import (
     OutgoingMessage,
     PermanentProviderError,
@@ -302,6 +303,7 @@ def test_secret_is_fetched_once_per_process(monkeypatch: pytest.MonkeyPatch) -> 
         load_secret(arn + "-missing")
     assert caught.value.code == "not_configured"
     forget_secrets()
+    get_settings.cache_clear()
 
 
 # ---------------------------------------------------------------- generic classification

@@ -4,7 +4,9 @@ the event source mapping's delete decision and batching, template discovery. No 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import io
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -538,6 +540,43 @@ def test_each_concurrent_invocation_gets_its_own_environment() -> None:
     # and a later invocation reuses an idle one (no cold start)
     result = invoker.invoke("Echo", {"pathParameters": {"id": "x"}})
     assert result.ok and result.init_ms is None and pool.created == 2
+
+
+def test_a_metric_added_during_another_invocations_flush_goes_out_with_the_next() -> None:
+    # Given the runtime's environments sharing Powertools' one metric store
+    Invoker({})
+    from aws_lambda_powertools import Metrics
+
+    metrics = Metrics(namespace="RuntimeUnitTest")
+    metrics.clear_metrics()
+    added = threading.Event()
+
+    def other_invocation() -> None:
+        metrics.add_metric(name="Other", unit="Count", value=1)
+        added.set()
+
+    class Stdout(io.StringIO):
+        """Where one invocation's flush prints: meanwhile another invocation adds a metric."""
+
+        def write(self, text: str) -> int:
+            if not hasattr(self, "other"):
+                self.other = threading.Thread(target=other_invocation)
+                self.other.start()
+                added.wait(0.3)  # without the guard it lands now, in the set about to be cleared
+            return super().write(text)
+
+    first, second = Stdout(), Stdout()
+    second.other = threading.Thread()  # the second flush needs no interference
+    # When one invocation flushes while the other adds
+    with contextlib.redirect_stdout(first):
+        metrics.add_metric(name="Mine", unit="Count", value=1)
+        metrics.flush_metrics()
+    first.other.join()
+    with contextlib.redirect_stdout(second):
+        metrics.flush_metrics()
+    # Then each metric went out exactly once
+    assert "Mine" in first.getvalue() and "Other" not in first.getvalue()
+    assert "Other" in second.getvalue()
 
 
 def test_invocation_errors_timeouts_and_unserializable_results() -> None:

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from . import clients, queue
 from .db import transaction
+from .errors import DatabaseUnavailable
 from .observability import logger
 from .queue import Outgoing, QueueMessage
 from .states import transition
@@ -37,6 +38,7 @@ class Enqueue:
     tenant_id: UUID
     status: str  # the state the row is in now; `queued` rows are re-sent without a state change
     delay_s: float = 0.0
+    first_sent_at: float | None = None  # a put-back message's original send time (QueueMessage)
 
 
 @dataclass
@@ -49,7 +51,11 @@ class Enqueued:
 
 def _outgoing(items: Sequence[Enqueue]) -> list[Outgoing]:
     return [
-        Outgoing(QueueMessage(id=i.notification_id, tenant_id=i.tenant_id), round(i.delay_s)) for i in items
+        Outgoing(
+            QueueMessage(id=i.notification_id, tenant_id=i.tenant_id, first_sent_at=i.first_sent_at),
+            round(i.delay_s),
+        )
+        for i in items
     ]
 
 
@@ -72,15 +78,21 @@ def settle_ahead(result: queue.SendResult) -> dict[UUID, dict[str, Any]]:
     if not result.failed:
         return {}
     logger.warning("not enqueued; left for the sweeper", extra={"count": len(result.failed)})
-    with transaction() as conn:
-        rows = transition(
-            conn,
-            result.failed,
-            ["queued"],
-            "pending",
-            sets={"queued_at": None, "next_attempt_at": sql.SQL("now()")},
-            returning=REPLY_COLUMNS,
-        )
+    try:
+        with transaction() as conn:
+            rows = transition(
+                conn,
+                result.failed,
+                ["queued"],
+                "pending",
+                sets={"queued_at": None, "next_attempt_at": sql.SQL("now()")},
+                returning=REPLY_COLUMNS,
+            )
+    except (psycopg.Error, DatabaseUnavailable) as exc:
+        # The rows are stored: left `queued` without a message, the sweeper's stale-queued pass
+        # sends them. Answering the client with an error would invite a retry that sends twice.
+        logger.warning("could not put unsent rows back to pending", extra={"error": type(exc).__name__})
+        return {}
     return {row.pop("id"): row for row in rows}
 
 
@@ -120,7 +132,10 @@ def enqueue(
             if fast_commit:
                 own.execute("SET LOCAL synchronous_commit = off")
             out.rows = _mark(own, groups, taken if report else set())
-    except psycopg.Error as exc:
+    except (
+        psycopg.Error,
+        DatabaseUnavailable,
+    ) as exc:  # transaction() turns a lost connection into the latter
         # The messages are on the queue and the sender claims rows in any of these states.
         logger.warning("could not mark notifications queued", extra={"error": type(exc).__name__})
     return out

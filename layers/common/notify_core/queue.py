@@ -30,9 +30,13 @@ class QueueMessage(BaseModel):
 
     id: UUID
     tenant_id: UUID
+    # When the row's first message was sent (epoch seconds), on a message the sender put back
+    # because its row was not visible yet: the window for the row to appear counts from then, not
+    # from each put-back copy's own SentTimestamp (which would renew it for ever).
+    first_sent_at: float | None = None
 
     def body(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
     @classmethod
     def parse(cls, body: str | bytes) -> QueueMessage:

@@ -18,6 +18,7 @@ unit tests run it with in-memory fakes; `Deps.production()` wires the real ones.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -82,7 +83,7 @@ class Deps:
         """The real collaborators. `pool`: the execution environment's send threads (the sender
         function owns them); by default the container's."""
         from .. import clients
-        from ..observability import logger, metrics
+        from ..observability import logger
         from ..providers import get_provider
         from .store import PgStore, RedisLimiter
 
@@ -93,9 +94,21 @@ class Deps:
             provider=get_provider,
             pool=pool or clients.send_pool(),
             settings=get_settings(),
-            metric=lambda name, value: metrics.add_metric(name=name, unit="Count", value=value),
+            metric=_locked_metric,
             warn=lambda message, extra: logger.warning(message, extra=extra),
         )
+
+
+_METRIC_LOCK = threading.Lock()
+
+
+def _locked_metric(name: str, value: int) -> None:
+    """Powertools' metric store is not thread-safe: two send threads adding the same metric for the
+    first time could each create its list, and one value would be lost. Steps add from send threads."""
+    from ..observability import metrics
+
+    with _METRIC_LOCK:
+        metrics.add_metric(name=name, unit="Count", value=value)
 
 
 class Deadline:
@@ -120,8 +133,9 @@ class Incoming:
 
 
 # Ingest sends a batch's messages while its INSERT commits, so a message may arrive before its row
-# is visible. Within this window after it was sent, such a message is put back for UNBORN_DELAY_S;
-# after it, the row is taken never to come (its ingest rolled back) and the message is dropped.
+# is visible. Within this window after the first message was sent, such a message is put back for
+# UNBORN_DELAY_S (carrying that first send time); after it, the row is taken never to come (its
+# ingest rolled back) and the message is dropped.
 UNBORN_WINDOW_S = 60.0
 UNBORN_DELAY_S = 2.0
 
@@ -164,7 +178,14 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
             taken.add(nid)
             recorder.add(
                 item.key,
-                Outcome("unborn", nid, item.message.tenant_id, status="queued", delay_s=UNBORN_DELAY_S),
+                Outcome(
+                    "unborn",
+                    nid,
+                    item.message.tenant_id,
+                    status="queued",
+                    delay_s=UNBORN_DELAY_S,
+                    first_sent_at=_first_sent(item),
+                ),
             )
         else:
             report.outcomes[item.key] = Outcome("skipped", nid, item.message.tenant_id)
@@ -210,8 +231,13 @@ def deliver(batch: Sequence[Incoming], deadline: Deadline, deps: Deps | None = N
     return report
 
 
+def _first_sent(item: Incoming) -> float | None:
+    return item.message.first_sent_at if item.message.first_sent_at is not None else item.sent_at
+
+
 def _fresh(item: Incoming, deps: Deps) -> bool:
-    return item.sent_at is not None and deps.now().timestamp() - item.sent_at < UNBORN_WINDOW_S
+    first = _first_sent(item)
+    return first is not None and deps.now().timestamp() - first < UNBORN_WINDOW_S
 
 
 def _result(future: Future[Outcome], row: Claim) -> Outcome:
@@ -340,7 +366,9 @@ class Recorder:
 
     def _requeue(self, outcomes: list[Outcome], moved: set[UUID]) -> None:
         back = [
-            dispatch.Enqueue(o.notification_id, o.tenant_id, o.rule.status or o.status, o.delay_s)
+            dispatch.Enqueue(
+                o.notification_id, o.tenant_id, o.rule.status or o.status, o.delay_s, o.first_sent_at
+            )
             for o in outcomes
             if o.rule.requeue
             and (o.notification_id in moved or o.rule.status is None)

@@ -97,6 +97,7 @@ class Outcome:
     # deployment's provider), and whose fault a failure was (`provider` or `recipient`)
     provider_config_id: UUID | None = None
     fault: str | None = None
+    first_sent_at: float | None = None  # `unborn`: when the row's first message was sent
 
     @property
     def rule(self) -> Rule:

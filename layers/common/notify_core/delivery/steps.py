@@ -50,6 +50,8 @@ class Claim:
     max_attempts: int
     last_error: str | None = None
     category: str | None = None  # audience (issue 10)
+    # An earlier attempt's answer was lost (ambiguous): the provider may already have the message.
+    ambiguous_before: bool = False
 
     def outcome(self, kind: Any, **fields: Any) -> Outcome:
         fields.setdefault("provider", self.provider)  # the send step names the provider it routed to
@@ -273,7 +275,9 @@ def _failed(
         duration_ms=ms,
         permanent=reason == "permanent_error",
         ambiguous=reason == "ambiguous",
-        reason=reason,
+        # After an ambiguous attempt the provider may have the message: the dead letter must not
+        # claim it was not sent, whatever the last attempt's error.
+        reason="ambiguous" if row.ambiguous_before else reason,
         **_routed(choice, exc),
     )
 

@@ -28,7 +28,10 @@ DUE_SKEW = timedelta(seconds=2)  # SQS delays and the database clock may disagre
 RACED_DELAY_S = 1.0  # a message whose row became visible only after the claim: back this soon
 CLAIM_COLUMNS = (
     "id, tenant_id, user_id, channel, provider, payload, attempt_count, max_attempts, last_error,"
-    " category"  # audience (issue 10)
+    " category,"  # audience (issue 10)
+    # an earlier attempt's answer was lost (looked up only for rows that have had an attempt)
+    " (attempt_count > 0 AND EXISTS (SELECT 1 FROM notification_attempts a"
+    " WHERE a.notification_id = notifications.id AND a.outcome = 'ambiguous')) AS ambiguous_before"
 )
 # A row may be claimed when it is waiting (pending, queued, retrying) and due, or when it is
 # `sending` under a lease that expired (its sender died). A `pending` row is always due: it was
