@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.utils
 import functools
 import json
 import os
@@ -375,7 +377,8 @@ class AwsEmulator:
                 {
                     "id": m["Id"],
                     "source": m.get("Source"),
-                    "to": (m.get("Destination") or {}).get("ToAddresses", []),
+                    # LocalStack keeps no Destination for SendRawEmail: the MIME To header says it
+                    "to": (m.get("Destination") or {}).get("ToAddresses") or _mime_to(m.get("RawData")),
                     "subject": m.get("Subject"),
                     "body": (m.get("Body") or {}).get("text_part"),
                     "raw": m.get("RawData"),
@@ -436,3 +439,11 @@ def aws() -> AwsEmulator:
     if not endpoint:
         pytest.fail("the SES/SNS emulator was not set up (see tests/conftest.py)")
     return AwsEmulator(endpoint, os.environ.get("NOTIFY_TEST_SES_SNS_KIND", "moto"))
+
+
+def _mime_to(raw: str | None) -> list[str]:
+    """The addresses of a raw MIME message's To header."""
+    if not raw:
+        return []
+    message = email.message_from_string(raw)
+    return [address for _, address in email.utils.getaddresses(message.get_all("To", []))]
