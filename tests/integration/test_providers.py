@@ -380,7 +380,7 @@ def test_slow_provider_beyond_the_timeout_is_a_transient_timeout(
     error = send_error(provider)
 
     assert isinstance(error, TransientProviderError)
-    assert error.code == "timeout"
+    assert (error.code, error.ambiguous) == ("timeout", True)  # the request went out: it may be sent
     assert len(stub.requests(provider)) == 1  # one attempt: no read retry doubled the wait
 
 
@@ -405,7 +405,80 @@ def test_closed_port_is_a_transient_connection_error(
     error = send_error(provider)
 
     assert isinstance(error, TransientProviderError)
-    assert error.code == "connection"
+    assert (error.code, error.ambiguous) == ("connection", False)  # nothing reached the provider
+
+
+class KeepAliveServer:
+    """A loopback HTTP/1.1 server answering 202 to every request, counting the connections it
+    accepted; with ``close_after_answer`` it closes each connection after its answer (without saying
+    so in a header), as a server ending an idle keep-alive connection does."""
+
+    def __init__(self, close_after_answer: bool = False) -> None:
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.requests = 0
+        self.ended = threading.Semaphore(0)  # released when a connection has been closed
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        finally:
+            conn.close()
+            self.ended.release()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn.makefile("rb") as reader:
+            while True:
+                head = [line for line in iter(reader.readline, b"\r\n") if line]
+                if not head:
+                    return
+                length = next(
+                    (int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length")), 0
+                )
+                reader.read(length)
+                self.requests += 1
+                conn.sendall(
+                    b"HTTP/1.1 202 Accepted\r\nX-Message-Id: m%d\r\nContent-Length: 0\r\n\r\n" % self.requests
+                )
+                if self.close_after_answer:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("close_after_answer", [False, True])
+def test_sendgrid_keeps_its_connection_and_replaces_one_the_server_closed(
+    monkeypatch: pytest.MonkeyPatch, close_after_answer: bool
+) -> None:
+    server = KeepAliveServer(close_after_answer)
+    monkeypatch.setenv("SENDGRID_BASE_URL", server.url)
+    reset_providers()
+    receipts = []
+    try:
+        for _ in range(3):
+            receipts.append(send("sendgrid"))
+            # closed by the server: the next send starts after the close (not racing it)
+            assert not close_after_answer or server.ended.acquire(timeout=5)
+    finally:
+        server.close()
+    assert [r.provider_message_id for r in receipts] == ["m1", "m2", "m3"]
+    assert server.requests == 3
+    # kept: one connection for the three sends; closed by the server: a new one each time, and the
+    # closed one is never mistaken for a lost answer
+    assert server.connections == (3 if close_after_answer else 1)
 
 
 def test_fcm_token_endpoint_unreachable_is_transient_and_sends_nothing(

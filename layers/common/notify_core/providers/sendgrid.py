@@ -1,6 +1,8 @@
 """Email through SendGrid's v3 mail send API, with the ``sendgrid`` SDK (imported when first built).
 
-The SDK talks through ``python_http_client`` over urllib: HTTP errors arrive as
+The SDK talks through ``python_http_client``, which builds urllib requests and opens them with
+``urllib.build_opener()``: here that is `KeepAliveOpener` (kept connections, urllib's error
+contract). HTTP errors arrive as
 ``python_http_client.exceptions.HTTPError`` (status, body, headers); timeouts and refused
 connections as the standard library's ``TimeoutError`` / ``urllib.error.URLError``.
 """
@@ -95,16 +97,110 @@ def build_mail_body(message: OutgoingMessage, default_from: str, mail_module: An
     return body
 
 
-_opener: Any = None
+class KeepAliveOpener:
+    """What python_http_client's ``urllib.build_opener()`` returns here: an opener that keeps one
+    HTTP/1.1 connection per thread and host, so a sender's send threads reuse their connections (and
+    TLS sessions) across sends and invocations instead of connecting, handshaking and closing for
+    every mail as urllib does. It keeps urllib's contract, which the error classification relies on:
+    what fails while connecting or sending the request is a ``URLError`` (nothing reached SendGrid),
+    what fails while waiting for or reading the answer comes out unwrapped (ambiguous), and an
+    answer outside 2xx is an ``HTTPError`` carrying status, headers and body.
+
+    A kept connection the server has closed meanwhile (its idle timeout) is noticed before reuse (the
+    socket is readable: end of stream) and replaced, so it never turns into a lost answer. With a
+    proxy configured in the environment, or a scheme other than http(s), urllib's own opener serves."""
+
+    def __init__(self) -> None:
+        import ssl
+        import urllib.request
+
+        self._context = ssl.create_default_context()  # urllib's default: verified, hostname checked
+        self._context.set_alpn_protocols(["http/1.1"])
+        self._urllib = urllib.request.build_opener()
+        self._proxied = bool(urllib.request.getproxies())
+        self._local = threading.local()
+
+    def open(self, request: Any, timeout: float | None = None) -> Any:
+        import io
+        import urllib.error
+
+        scheme, host = request.type, request.host
+        if self._proxied or scheme not in ("http", "https"):
+            return self._urllib.open(request, timeout=timeout)
+        connection = self._connection(scheme, host, timeout)
+        headers = {name.title(): value for name, value in request.header_items()}
+        if request.data is not None:
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        try:
+            connection.request(request.get_method(), request.selector, request.data, headers)
+        except OSError as exc:  # connecting or sending: SendGrid has not got the request
+            connection.close()
+            raise urllib.error.URLError(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        try:
+            response = connection.getresponse()
+            body = response.read()
+        except BaseException:  # the request went out: what failed here is ambiguous, left unwrapped
+            connection.close()
+            raise
+        answer = _Answer(response.status, response.reason, response.msg, body, request.full_url)
+        if not 200 <= answer.status < 300:
+            raise urllib.error.HTTPError(
+                request.full_url, answer.status, answer.reason, answer.headers, io.BytesIO(body)
+            )
+        return answer
+
+    def _connection(self, scheme: str, host: str, timeout: float | None) -> Any:
+        import http.client
+        import select
+
+        connections: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "connections", {}
+        )
+        connection = connections.get((scheme, host))
+        if connection is not None and connection.sock is not None:
+            readable, _, _ = select.select([connection.sock], [], [], 0)
+            if readable:  # closed by the server (or talking out of turn): start afresh
+                connection.close()
+        if connection is None:
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(host, timeout=timeout, context=self._context)
+            else:
+                connection = http.client.HTTPConnection(host, timeout=timeout)
+            connections[(scheme, host)] = connection
+        connection.timeout = timeout  # a new socket takes it; a kept one is set here
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        return connection
+
+
+class _Answer:
+    """The part of urllib's response python_http_client reads: ``getcode()``, ``read()``, ``info()``."""
+
+    def __init__(self, status: int, reason: str, headers: Any, body: bytes, url: str) -> None:
+        self.status, self.reason, self.headers, self.body, self.url = status, reason, headers, body, url
+
+    def getcode(self) -> int:
+        return self.status
+
+    def read(self) -> bytes:
+        return self.body
+
+    def info(self) -> Any:
+        return self.headers
+
+
+_opener: KeepAliveOpener | None = None
 _opener_lock = threading.Lock()
 
 
-def _cached_build_opener(*handlers: Any) -> Any:
-    """python_http_client calls urllib's build_opener() for every request, and each call creates an
-    HTTPS context that loads the CA bundle: ~20 ms of CPU per send, holding the GIL, so concurrent
-    sends queue behind each other. One opener for the process (as urllib's own urlopen shares one:
-    its handlers keep no per-request state) removes that cost without changing what is sent, and a
-    cold sender pays it once, not once per send thread."""
+def _shared_opener(*handlers: Any) -> Any:
+    """python_http_client calls urllib's build_opener() for every request: a new opener, and for
+    HTTPS a new context loading the CA bundle (~20 ms of CPU per send, holding the GIL), then a new
+    connection per mail. One keep-alive opener for the process serves every send instead; a cold
+    sender pays for the CA bundle once, not once per send thread."""
     import urllib.request
 
     global _opener
@@ -113,7 +209,7 @@ def _cached_build_opener(*handlers: Any) -> Any:
     if _opener is None:
         with _opener_lock:
             if _opener is None:
-                _opener = urllib.request.build_opener()
+                _opener = KeepAliveOpener()
     return _opener
 
 
@@ -131,12 +227,12 @@ class SendGridProvider:
         from sendgrid import SendGridAPIClient
         from sendgrid.helpers import mail
 
-        if getattr(http_client.urllib, "build_opener", None) is not _cached_build_opener:
+        if getattr(http_client.urllib, "build_opener", None) is not _shared_opener:
             patched = types.SimpleNamespace(**vars(http_client.urllib))
-            patched.build_opener = _cached_build_opener
+            patched.build_opener = _shared_opener
             http_client.urllib = patched
 
-        _cached_build_opener()  # the CA bundle loaded once, here, rather than in the first sends
+        _shared_opener()  # the CA bundle loaded once, here, rather than in the first sends
         self._mail = mail
         self._http_error: type[Exception] = HTTPError
         self._default_from = settings.sendgrid_default_from
