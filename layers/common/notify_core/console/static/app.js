@@ -1,32 +1,31 @@
 // The console's shell: sign-in, the API-down banner, the sections a key's scopes allow, the router.
 import { api, ApiDown, forgetKey, getKey, isDown, on, ping, setKey } from "./api.js";
 import { append, clear, errorBox, h, replace } from "./dom.js";
-import { auditView } from "./audit.js";
-import { dlqView } from "./dlq.js";
 import { feedView } from "./feed.js";
-import { keysView } from "./keys.js";
-import { metricsView } from "./metrics.js";
-import { templatesView } from "./templates.js";
-import { timelineView } from "./timeline.js";
-import { webhooksView } from "./webhooks.js";
+
+// The feed is the first page: loaded with the shell. Every other section is fetched when first
+// opened (fewer requests before the first paint). A route names a loader of its view.
+const now = (view) => () => Promise.resolve(view);
+const later = (file, name) => () => import(file).then((module) => module[name]);
 
 const $ = (id) => document.getElementById(id);
 
 // route → [scope needed, view]; a view gets (container, ctx, ...route params) and may return a
 // function that stops what it started (timers).
 const ROUTES = [
-  [/^#\/feed$/, "notifications:read", feedView],
-  [/^#\/n\/([0-9a-f-]{36})$/, "notifications:read", timelineView],
-  [/^#\/dlq$/, "dlq:read", dlqView],
-  [/^#\/metrics$/, "metrics:read", metricsView],
-  [/^#\/templates(?:\/([a-z0-9_.-]+))?$/, "templates:read", templatesView],
-  [/^#\/webhooks(?:\/([0-9a-f-]{36}))?$/, "webhooks:read", webhooksView],
-  [/^#\/keys$/, "keys:admin", keysView],
-  [/^#\/audit$/, "audit:read", auditView],
+  [/^#\/feed$/, "notifications:read", now(feedView)],
+  [/^#\/n\/([0-9a-f-]{36})$/, "notifications:read", later("./timeline.js", "timelineView")],
+  [/^#\/dlq$/, "dlq:read", later("./dlq.js", "dlqView")],
+  [/^#\/metrics$/, "metrics:read", later("./metrics.js", "metricsView")],
+  [/^#\/templates(?:\/([a-z0-9_.-]+))?$/, "templates:read", later("./templates.js", "templatesView")],
+  [/^#\/webhooks(?:\/([0-9a-f-]{36}))?$/, "webhooks:read", later("./webhooks.js", "webhooksView")],
+  [/^#\/keys$/, "keys:admin", later("./keys.js", "keysView")],
+  [/^#\/audit$/, "audit:read", later("./audit.js", "auditView")],
 ];
 
 const ctx = { who: null, can: (scope) => Boolean(ctx.who && ctx.who.scopes.includes(scope)) };
 let stopView = null;
+let routed = 0;
 let pinger = null;
 
 // ------------------------------------------------------------------ the banner: the API is down
@@ -51,6 +50,7 @@ on("unauthorized", (error) => signOut(`Your API key was rejected: ${error.messag
 function showSignIn(message) {
   if (stopView) stopView();
   stopView = null;
+  routed++;
   ctx.who = null;
   $("who").hidden = true;
   $("nav").hidden = true;
@@ -120,6 +120,7 @@ function route() {
   if (!ctx.who) return;
   if (stopView) stopView();
   stopView = null;
+  routed++;
   const view = $("view");
   clear(view);
   const hash = location.hash || "#/feed";
@@ -135,7 +136,16 @@ function route() {
       append(view, errorBox({ message: `this API key lacks the scope '${scope}'` }, "Not available"));
       return;
     }
-    stopView = render(view, ctx, ...match.slice(1)) || null;
+    const mine = ++routed;
+    render().then(
+      (show) => {
+        if (mine !== routed) return; // the operator moved on while the section loaded
+        stopView = show(view, ctx, ...match.slice(1)) || null;
+      },
+      (error) => {
+        if (mine === routed) append(view, errorBox({ message: `the section did not load (${error.message})` }, "Not available"));
+      },
+    );
     return;
   }
   append(view, errorBox({ message: `no page ${hash}` }, "Not found"), h("p", {}, h("a", { href: "#/feed" }, "Go to the activity feed")));
