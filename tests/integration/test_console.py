@@ -361,3 +361,23 @@ def test_bad_bulk_replay_bodies_are_a_422(api: Api) -> None:
         reply = api("POST", "/api/v1/dlq/replay", body)
         assert reply.status == 422, (body, reply.raw)
         assert [d["field"] for d in reply.error["details"]] == [field], reply.raw
+
+
+def test_a_hold_decided_at_send_time_stays_on_the_timeline(api: Api, pipeline: Pipeline) -> None:
+    # Given a notification queued for a user without quiet hours
+    user = api("POST", "/api/v1/users", {"email": "late@example.com", "timezone": "UTC"}).json
+    nid = create(api, "email", {**EMAIL, "to": "late@example.com"}, user_id=user["id"])
+    # When the user's quiet hours start covering now before the sender gets to it
+    now = datetime.now(UTC)
+    window = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+    }
+    assert api("PUT", f"/api/v1/users/{user['id']}/preferences", {"quiet_hours": window}).status == 200
+    pipeline.drain_sender()
+    # Then the engine held it (scheduled until the window ends), and the timeline says so
+    row = pipeline.row(nid)
+    assert row["status"] == "scheduled" and row["held_until"] == row["next_attempt_at"]
+    entries = api("GET", f"/api/v1/notifications/{nid}/timeline").json["entries"]
+    assert [e["kind"] for e in entries] == ["created", "queued", "held"]
+    assert datetime.fromisoformat(entries[-1]["detail"]["until"]) > now + timedelta(minutes=59)
