@@ -111,10 +111,6 @@ function markUp() {
   }
 }
 
-export function isDown() {
-  return down;
-}
-
 /** Ping the API (no key needed) until it answers; used while the banner is up. */
 export async function ping() {
   try {

@@ -1,5 +1,5 @@
 // The console's shell: sign-in, the API-down banner, the sections a key's scopes allow, the router.
-import { api, ApiDown, forgetKey, getKey, isDown, on, ping, setKey } from "./api.js";
+import { api, ApiDown, forgetKey, getKey, on, ping, setKey } from "./api.js";
 import { append, clear, errorBox, h, replace } from "./dom.js";
 import { feedView } from "./feed.js";
 
@@ -76,10 +76,14 @@ async function signIn(key) {
     setKey(key);
     return who;
   } catch (error) {
-    forgetKey();
     box.hidden = false;
-    if (error instanceof ApiDown) box.textContent = error.message;
-    else if (error.status === 401) box.textContent = `This API key was not accepted: ${error.message}. Check it, or ask for a new one (it may have been revoked).`;
+    if (error instanceof ApiDown) {
+      // a key kept from before stays: the page signs in again when the API answers
+      box.textContent = error.message;
+      return null;
+    }
+    forgetKey();
+    if (error.status === 401) box.textContent = `This API key was not accepted: ${error.message}. Check it, or ask for a new one (it may have been revoked).`;
     else box.textContent = `Signing in failed: ${error.message}`;
     return null;
   }
@@ -111,7 +115,7 @@ async function start() {
   }
   const who = await signIn(key);
   if (who) enter(who);
-  else if (!isDown()) showSignIn($("sign-in-error").textContent);
+  else showSignIn($("sign-in-error").textContent);
 }
 
 // ------------------------------------------------------------------ router
