@@ -114,7 +114,8 @@ def system() -> Iterator[System]:
         ) as env,
         ProviderStub() as stub,
     ):
-        for name, value in {**stub.env(), "RETRY_BASE_SECONDS": "1", "RETRY_CAP_SECONDS": "2"}.items():
+        local = {"RETRY_BASE_SECONDS": "1", "RETRY_CAP_SECONDS": "2", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
+        for name, value in {**stub.env(), **local}.items():
             patch.setenv(name, value)
         reset_clients()
         providers.reset_providers()

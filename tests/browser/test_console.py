@@ -11,6 +11,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
+from notify_local.webhook_receiver import WebhookReceiver
+
 from .conftest import System, sign_in
 
 EMAIL = {"to": "ada@example.com", "from": "ops@example.com", "subject": "Your order", "body": "Shipped"}
@@ -243,6 +245,67 @@ def test_api_keys_create_shows_the_key_once_and_revoke_asks_first(
     page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
     expect(page.get_by_role("button", name=f"Revoke key {prefix}")).to_have_count(0)
     assert system.call("GET", "/api/v1/whoami", key=key).status == 401
+
+
+def test_a_template_previewed_with_sample_data_and_a_webhook_test_event(
+    page: Any, system: System, shot: Any
+) -> None:
+    variant = {
+        "channel": "email",
+        "locale": "en",
+        "subject": "Hi {{ name }}",
+        "body": "Order {{ order }} shipped",
+    }
+    assert (
+        system.call(
+            "POST",
+            "/api/v1/templates",
+            {"key": "order-shipped", "name": "Order shipped", "variants": [variant]},
+        ).status
+        == 201
+    )
+    second = {**variant, "subject": "Hello {{ name }}"}
+    assert (
+        system.call(
+            "PUT", "/api/v1/templates/order-shipped", {"name": "Order shipped", "variants": [second]}
+        ).status
+        == 200
+    )
+    sign_in(page, system)
+    page.get_by_role("link", name="Templates").click()
+    page.get_by_role("link", name="order-shipped").click()
+    expect(page.get_by_label("Version")).to_have_value("2")
+    # a preview with sample data: HTML in the data stays text
+    page.get_by_label("Sample data (JSON)").fill('{"name": "<b>Ada</b>", "order": "A-1"}')
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator(".preview-out")).to_contain_text("Hello <b>Ada</b>")
+    expect(page.locator(".preview-out")).to_contain_text("Order A-1 shipped")
+    # an older version, and data missing a variable: the API's message names it
+    page.get_by_label("Version").select_option("1")
+    expect(page.locator(".variants")).to_contain_text("Hi {{ name }}")
+    page.get_by_label("Sample data (JSON)").fill('{"order": "A-1"}')
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator(".preview-out .state-error")).to_contain_text("data.name")
+    shot(page, "12-template-preview")
+
+    with WebhookReceiver() as receiver:
+        hook = system.call("POST", "/api/v1/webhooks", {"url": receiver.url, "events": ["notification.sent"]})
+        assert hook.status == 201, hook.body
+        receiver.secrets.append(hook.body["secret"])
+        page.get_by_role("link", name="Webhooks").click()
+        page.get_by_role("link", name=receiver.url).click()
+        expect(page.locator(".state-empty")).to_contain_text("No deliveries yet.")
+        page.get_by_role("button", name="Send a test event").click()
+        expect(page.locator(".state-ok")).to_contain_text("Test event: delivery")
+        (arrived,) = receiver.wait_for(1)
+        assert arrived.json["type"] == "webhook.test"
+        page.get_by_role("button", name="Redeliver webhook.test", exact=False).first.click()
+        expect(page.locator(".state-ok")).to_contain_text("Redelivery: delivery")
+        receiver.wait_for(2)
+        expect(page.locator("tbody tr")).to_have_count(2)
+        # the page follows pending deliveries until they are done
+        expect(page.locator("tbody tr .badge")).to_have_text(["delivered", "delivered"], timeout=10_000)
+        shot(page, "13-webhook-deliveries")
 
 
 def _mark(page: Any, name: str, timeout: float = 10) -> float:

@@ -36,6 +36,8 @@ function endpointView(container, ctx, id) {
   append(container, [h("p", {}, h("a", { href: "#/webhooks" }, "← Webhooks")), head, note, h("h3", {}, "Deliveries"), results, h("div", { class: "more" }, more)]);
   let cursor = null;
   let tbody = null;
+  let timer = null;
+  let stopped = false;
 
   async function action(path, label) {
     try {
@@ -60,14 +62,18 @@ function endpointView(container, ctx, id) {
     }
   }
 
-  async function loadDeliveries(reset) {
+  async function loadDeliveries(reset, quiet = false) {
+    clearTimeout(timer);
     if (reset) {
       cursor = null;
-      tbody = null;
-      replace(results, loading("Loading deliveries…"));
+      if (!quiet) replace(results, loading("Loading deliveries…"));
     }
     try {
       const page = await api("GET", `/api/v1/webhooks/${id}/deliveries`, { query: { limit: 50, cursor } });
+      if (stopped) return;
+      if (reset) tbody = null;
+      // while a delivery is pending, follow it (the first page, every few seconds)
+      if (reset && page.data.some((d) => d.status === "pending")) timer = setTimeout(() => loadDeliveries(true, true), 3000);
       if (!tbody) {
         if (!page.data.length) {
           replace(results, empty("No deliveries yet.", "Events this endpoint subscribes to show here as they are sent."));
@@ -100,9 +106,14 @@ function endpointView(container, ctx, id) {
   more.addEventListener("click", () => loadDeliveries(false));
   loadHead();
   loadDeliveries(true);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 export function webhooksView(container, ctx, id) {
-  if (id) endpointView(container, ctx, id);
-  else endpointsView(container);
+  if (id) return endpointView(container, ctx, id);
+  endpointsView(container);
+  return null;
 }
