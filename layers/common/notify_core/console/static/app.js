@@ -155,7 +155,11 @@ function route() {
   append(view, errorBox({ message: `no page ${hash}` }, "Not found"), h("p", {}, h("a", { href: "#/feed" }, "Go to the activity feed")));
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  route();
+  // a new section: move the focus to it (screen readers announce it; Tab continues from there)
+  $("main").focus({ preventScroll: false });
+});
 
 document.addEventListener("DOMContentLoaded", () => {
   $("sign-in-form").addEventListener("submit", async (event) => {
