@@ -347,6 +347,16 @@ def create(api: Api, channel: str, payload: dict[str, Any], **extra: Any) -> str
 # ---------------------------------------------------------------- Amazon SES and SNS (operating, issue 12)
 
 
+def _raw_to(raw: str | None) -> list[str]:
+    """The addresses of a MIME message's To header."""
+    if not raw:
+        return []
+    from email import message_from_string
+    from email.utils import getaddresses
+
+    return [address for _, address in getaddresses(message_from_string(raw).get_all("To", []))]
+
+
 @dataclass
 class AwsEmulator:
     """The local emulator the SES and SNS providers are tested against (LocalStack, or moto's server
@@ -379,7 +389,8 @@ class AwsEmulator:
                 {
                     "id": m["Id"],
                     "source": m.get("Source"),
-                    "to": (m.get("Destination") or {}).get("ToAddresses", []),
+                    # a raw send is stored without Destination: its To header says
+                    "to": (m.get("Destination") or {}).get("ToAddresses") or _raw_to(m.get("RawData")),
                     "subject": m.get("Subject"),
                     "body": (m.get("Body") or {}).get("text_part"),
                     "raw": m.get("RawData"),
