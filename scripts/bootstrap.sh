@@ -101,6 +101,25 @@ else
     log ".venv ready ($((SECONDS - start)) s)"
 fi
 
+# ---------------------------------------------------------------- Chromium (the console's browser tests)
+# tests/browser drives Debian's Chromium through Playwright (no `playwright install`, no download of
+# a browser build): installed here when missing and this runs as root with apt-get; otherwise a warning.
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [[ -x "$CHROMIUM" ]]; then
+    log "chromium found at $CHROMIUM"
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium (apt-get) for the console's browser tests"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+        >>"$PIP_LOG" 2>&1 || { apt-get update -qq >>"$PIP_LOG" 2>&1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+        >>"$PIP_LOG" 2>&1; }; }; then
+        log "WARNING: apt-get install chromium failed (see $PIP_LOG); tests/browser will fail"
+    fi
+else
+    log "WARNING: no chromium at $CHROMIUM and not root: install it (apt-get install chromium)"
+    log "         or set CHROMIUM=/path/to/chromium; tests/browser needs it"
+fi
+
 # ---------------------------------------------------------------- checkov venv (3.12)
 # Installed in the background while the LocalStack venv is (both are mostly downloads and unpacking);
 # finish_checkov waits for it before the script ends.

@@ -24,14 +24,16 @@ from pydantic import BaseModel
 from notify_core import (
     api_keys,
     audit,
+    console,
     dlq,
     health,
     metrics_rollup,
     notifications,
     provider_configs,
+    timeline,
     users,
 )
-from notify_core.auth import Principal
+from notify_core.auth import ANY_SCOPE, Principal
 from notify_core.config import get_settings
 from notify_core.errors import DomainError, InternalError, NotFound, ServiceUnavailable, ValidationFailed
 from notify_core.fields import Cursor, IdempotencyKeyHeader, Instant, QueryInt, Short, Slug
@@ -50,6 +52,7 @@ from notify_core.models import (
     Notification,
     NotificationCreate,
     Page,
+    ProviderName,
     Replayed,
     Status,
     User,
@@ -192,6 +195,47 @@ def get_swagger(format: Annotated[Literal["json"] | None, Query()] = None) -> Re
         return Response(200, JSON, openapi_json())
     page, policy = swagger_page()
     return Response(200, "text/html; charset=utf-8", page, headers={"Content-Security-Policy": policy})
+
+
+# ------------------------------------------------------------------ the operator console (issue 14)
+
+_CONSOLE_PAGE = {
+    "description": "The console's page (text/html): static, no API key needed to load it",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+_CONSOLE_ASSET = {
+    "description": "One of the console's static files (script, style sheet, image, licence)",
+    "content": {
+        media: {"schema": {"type": "string"}}
+        for media in ("text/javascript", "text/css", "image/svg+xml", "text/plain")
+    },
+}
+
+
+@routes.get(
+    "/console",
+    scope=None,
+    ok={200: _CONSOLE_PAGE},
+    summary="The operator console: sign in with an API key (kept for the tab only)",
+    tags=["console"],
+)
+def get_console() -> Response[str]:
+    found = console.page()
+    return Response(200, found.content_type, found.body, headers=console.HEADERS)
+
+
+@routes.get(
+    "/console/<asset>",
+    scope=None,
+    ok={200: _CONSOLE_ASSET},
+    summary="The console's static files",
+    tags=["console"],
+)
+def get_console_asset(asset: str) -> Response[str]:
+    found = console.asset(asset)
+    if found is None:
+        raise NotFound(f"the console has no file {asset[:100]!r}")
+    return Response(200, found.content_type, found.body, headers=console.HEADERS)
 
 
 _document: dict[str, Any] | None = None
@@ -337,11 +381,27 @@ def list_notifications(
     status: Annotated[Status | None, Query()] = None,
     user_id: Annotated[UUID | None, Query()] = None,
     channel: Annotated[Channel | None, Query()] = None,
+    category: Annotated[Slug | None, Query(description="a category key")] = None,
+    created_after: Annotated[Instant | None, Query(description="accepted at or after this instant")] = None,
+    created_before: Annotated[Instant | None, Query(description="accepted before this instant")] = None,
+    q: Annotated[
+        Short | None,
+        Query(description="a notification, user or message id; else the start of the recipient's address"),
+    ] = None,
     limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
     cursor: Annotated[Cursor | None, Query()] = None,
 ) -> Response[str]:
     page = notifications.list_page(
-        principal().tenant_id, limit=limit, cursor=cursor, status=status, user_id=user_id, channel=channel
+        principal().tenant_id,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        user_id=user_id,
+        channel=channel,
+        category=category,
+        created_after=created_after,
+        created_before=created_before,
+        q=q,
     )
     return json_response(200, page)
 
@@ -381,6 +441,18 @@ def list_attempts(id: UUID) -> Response[str]:
     return json_response(200, AttemptList(data=rows))
 
 
+@routes.get(
+    "/api/v1/notifications/<id>/timeline",
+    scope="notifications:read",
+    ok={200: timeline.Timeline},
+    summary="Everything about one notification in order: created, queued, held, attempts, provider events,"
+    " dead letters, webhook deliveries, audit; with its rendered content",
+    tags=["notifications"],
+)
+def get_timeline(id: UUID) -> Response[str]:
+    return json_response(200, timeline.timeline(principal().tenant_id, id))
+
+
 # ------------------------------------------------------------------ dead letters
 
 
@@ -392,10 +464,14 @@ def list_attempts(id: UUID) -> Response[str]:
     tags=["dlq"],
 )
 def list_dead_letters(
+    reason: Annotated[dlq.DeadLetterReason | None, Query()] = None,
+    channel: Annotated[Channel | None, Query()] = None,
+    provider: Annotated[ProviderName | None, Query()] = None,
     limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
     cursor: Annotated[Cursor | None, Query()] = None,
 ) -> Response[str]:
-    return json_response(200, dlq.list_page(principal().tenant_id, limit=limit, cursor=cursor))
+    where = dlq.DeadLetterFilter(reason=reason, channel=channel, provider=provider)
+    return json_response(200, dlq.list_page(principal().tenant_id, limit=limit, cursor=cursor, where=where))
 
 
 @routes.get(
@@ -419,6 +495,17 @@ def dead_letter_stats() -> Response[str]:
 )
 def replay_dead_letter(id: UUID) -> Response[str]:
     return json_response(HTTPStatus.ACCEPTED, dlq.replay(principal().tenant_id, id, _actor()))
+
+
+@routes.post(
+    "/api/v1/dlq/replay",
+    scope="dlq:write",
+    ok={200: dlq.BulkReplayed},
+    summary="Replay the open dead letters matching a filter (or the ids given), at most limit per call",
+    tags=["dlq"],
+)
+def replay_dead_letters(body: Annotated[dlq.BulkReplay, Body()]) -> Response[str]:
+    return json_response(200, dlq.replay_many(principal().tenant_id, body, _actor()))
 
 
 @routes.delete(
@@ -1105,6 +1192,18 @@ def list_api_keys(
 def revoke_api_key(id: UUID) -> Response[str]:
     api_keys.revoke(principal().tenant_id, id, _actor())
     return no_content()
+
+
+@routes.get(
+    "/api/v1/whoami",
+    scope=ANY_SCOPE,
+    ok={200: api_keys.WhoAmI},
+    errors={404: None},
+    summary="The calling key: its tenant, prefix, scopes and rate limit (any valid key may ask)",
+    tags=["api keys"],
+)
+def get_whoami() -> Response[str]:
+    return json_response(200, api_keys.whoami(principal()))
 
 
 @routes.get(

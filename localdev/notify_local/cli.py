@@ -457,6 +457,11 @@ def _banner(
         f"  API key     {key['key']}  (tenant {DEV_TENANT} {key['tenant_id']}; "
         f"{'new, ' if created else ''}kept in {state_dir / DEV_KEY_FILE})",
         f"  try         curl -H 'X-Api-Key: {key['key']}' {runtime.url}/api/v1/notifications",
+        *(
+            [f"  console     {runtime.url}/console  (sign in with the API key above)"]
+            if any(r.path == "/console" for r in runtime.routes)
+            else []
+        ),
         f"  routes      {len(runtime.routes)} (-> {', '.join(sorted({r.function for r in runtime.routes})) or 'none'})",
     ]
     for source in runtime.sources:

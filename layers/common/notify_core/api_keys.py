@@ -127,3 +127,36 @@ def revoke(tenant_id: UUID, key_id: UUID, actor: audit.Actor) -> None:
             return
         audit.record(conn, tenant_id, actor, "api_key.revoke", "api_key", key_id, {"prefix": row["prefix"]})
     auth.clear_cache()
+
+
+# ---------------------------------------------------------------- who am I (the console, issue 14)
+
+
+class WhoAmI(BaseModel):
+    tenant_id: UUID
+    tenant_name: str
+    key_id: UUID
+    key_prefix: str = Field(description="The calling key's prefix")
+    scopes: list[str] = Field(
+        description="What this key may do, sorted", examples=[["dlq:read", "metrics:read"]]
+    )
+    rate_limit: int = Field(description="Requests per window for this key")
+    rate_limit_window_seconds: int
+
+
+def whoami(caller: Principal) -> WhoAmI:
+    """The calling key's tenant and scopes: what a client (the console) may offer."""
+    with transaction() as conn:
+        row = conn.execute("SELECT name FROM tenants WHERE id = %s", (caller.tenant_id,)).fetchone()
+    if row is None:  # the key's tenant went away between the gate and here
+        raise NotFound(f"tenant {caller.tenant_id} not found")
+    settings = get_settings()
+    return WhoAmI(
+        tenant_id=caller.tenant_id,
+        tenant_name=row["name"],
+        key_id=caller.key_id,
+        key_prefix=caller.key_prefix,
+        scopes=sorted(caller.scopes),
+        rate_limit=caller.rate_limit or settings.rate_limit_requests,
+        rate_limit_window_seconds=settings.rate_limit_window_seconds,
+    )

@@ -41,6 +41,8 @@ SCOPES = (
     "providers:admin",
 )
 KEY_PREFIX = "nk_"
+# The "scope" of a route that every valid key may call, whatever its scopes (GET /api/v1/whoami).
+ANY_SCOPE = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class Principal:
     rate_limit: int | None
 
     def require(self, scope: str) -> None:
-        if scope not in self.scopes:
+        if scope != ANY_SCOPE and scope not in self.scopes:
             raise Forbidden(f"this API key lacks the scope {scope!r}", [{"field": "scope", "message": scope}])
 
 

@@ -386,6 +386,17 @@ def get(tenant_id: UUID, notification_id: UUID) -> Notification:
     return Notification.model_validate(row)
 
 
+# The address a notification goes to, as the console's search matches it (migration 0008 indexes
+# exactly this expression: keep the two equal).
+RECIPIENT = "lower(coalesce(payload->>'to', payload->>'token', payload->>'topic'))"
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with `text` (its wildcards taken literally)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 def list_page(
     tenant_id: UUID,
     *,
@@ -394,13 +405,45 @@ def list_page(
     status: str | None = None,
     user_id: UUID | None = None,
     channel: str | None = None,
+    category: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    q: str | None = None,
 ) -> Page[Notification]:
+    """Newest first. `created_after` / `created_before`: a half-open range [after, before) of
+    acceptance times; `q`: a notification, user or message id (exactly), else the start of the
+    recipient's address (case-insensitive)."""
+    if created_after is not None and created_before is not None and created_after >= created_before:
+        raise ValidationFailed(
+            "the time range is empty: created_after must be before created_before",
+            [{"field": "created_after", "message": "must be before created_before"}],
+        )
     where = ["tenant_id = %s"]
     params: list[Any] = [tenant_id]
-    for column, value in (("status", status), ("user_id", user_id), ("channel", channel)):
+    for column, value in (
+        ("status", status),
+        ("user_id", user_id),
+        ("channel", channel),
+        ("category", category),
+    ):
         if value is not None:
             where.append(f"{column} = %s")
             params.append(value)
+    if created_after is not None:
+        where.append("created_at >= %s")
+        params.append(created_after)
+    if created_before is not None:
+        where.append("created_at < %s")
+        params.append(created_before)
+    if q is not None:
+        try:
+            as_id = UUID(q)
+        except ValueError:
+            where.append(f"{RECIPIENT} LIKE %s")
+            params.append(_like_prefix(q))
+        else:
+            where.append("(id = %s OR user_id = %s OR message_id = %s)")
+            params += [as_id, as_id, as_id]
     rows, next_cursor = pagination.fetch_page("notifications", COLUMNS, where, params, limit, cursor)
     return Page[Notification](data=[Notification.model_validate(r) for r in rows], next_cursor=next_cursor)
 

@@ -38,6 +38,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.openapi.params import Body, Param
 
+from .auth import ANY_SCOPE
 from .http import Gate
 from .models import ErrorEnvelope
 
@@ -180,7 +181,9 @@ class Routes:
             path_params = "<" in path
             statuses: dict[int, Any] = {500: None}
             if scope is not None:
-                statuses.update(dict.fromkeys(GATE_ERRORS))
+                statuses.update(
+                    dict.fromkeys(s for s in GATE_ERRORS if not (s == 403 and scope == ANY_SCOPE))
+                )
             if takes_body:
                 statuses.update(dict.fromkeys(BODY_ERRORS))
             if has_params or path_params:
