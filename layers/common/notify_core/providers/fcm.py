@@ -256,9 +256,10 @@ class FcmProvider:
         if self._app is not None:
             import firebase_admin
 
-            # delete_app closes the SDK's async client with asyncio.run, which refuses to run inside
-            # a running event loop; the app is gone either way.
-            with contextlib.suppress(Exception):
+            # delete_app unregisters the app, then closes the SDK's async client with asyncio.run,
+            # which raises RuntimeError inside a running event loop (a caller's own loop): the app
+            # is unregistered by then, and its async client was never opened by the sync sends.
+            with contextlib.suppress(RuntimeError):
                 firebase_admin.delete_app(self._app)
             self._app = None
 
