@@ -393,6 +393,7 @@ def run_once(
     layer: Path,
     runtime: Path,
     isolated: bool,
+    importtime: Path | None = None,
 ) -> dict[str, Any]:
     event, cleanup = fixtures.event(fn)
     task, opt, rt = (
@@ -417,7 +418,7 @@ def run_once(
         function=fn.handler,
         mark=MARK,
     )
-    cmd = [python, "-S", "-s", "-c", code]
+    cmd = [python, *(["-X", "importtime"] if importtime else []), "-S", "-s", "-c", code]
     if isolated:
         cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", MOUNT, "sh",
                str(fn.build_dir), str(layer), str(runtime), *cmd]  # fmt: skip
@@ -434,6 +435,9 @@ def run_once(
         )
     finally:
         cleanup()
+    if importtime:  # python -X importtime writes to stderr: the last run's, per function
+        importtime.mkdir(parents=True, exist_ok=True)
+        (importtime / f"{fn.logical_id}.txt").write_text(proc.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if not lines:
         raise RuntimeError(
@@ -466,6 +470,11 @@ def main() -> None:
         "(default); also the database URL (DatabaseSecretArn); nothing (all in the environment)",
     )
     parser.add_argument("--no-isolation", action="store_true", help="do not use a mount namespace")
+    parser.add_argument(
+        "--importtime",
+        action="store_true",
+        help="run with python -X importtime; each function's last report in .local/coldstart-importtime/",
+    )
     parser.add_argument(
         "-p",
         "--parameter",
@@ -536,7 +545,10 @@ def main() -> None:
                 if len(layers) != 1:
                     raise SystemExit(f"{fn.logical_id}: expected one layer, found {len(layers)}")
                 for _ in range(max(args.runs, 1)):
-                    run = run_once(fn, fixtures, python, stdlib, layers[0], runtime, isolated)
+                    run = run_once(
+                        fn, fixtures, python, stdlib, layers[0], runtime, isolated,
+                        ROOT / ".local" / "coldstart-importtime" if args.importtime else None,
+                    )  # fmt: skip
                     fn.runs.append(run)
                     why = check(fn, run)
                     if why:

@@ -428,7 +428,8 @@ class ProviderSettings(BaseModel):
     local override never needs the secret changed. Empty means "not configured".
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # built on first use: the API imports this module (channels, errors) but seldom validates it
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     sendgrid_api_key: SecretStr = SecretStr("")
     sendgrid_base_url: str = "https://api.sendgrid.com"
