@@ -5,9 +5,12 @@ decisions, cursors of every length, and the API-key cache's expiry. Pure values,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -392,3 +395,138 @@ def test_the_lru_forgets_its_least_recently_used_entry() -> None:
     assert lru.get(b"a") == (1.0, None)  # a is now the most recent
     lru.put(b"c", (1.0, None))
     assert b"b" not in lru and b"a" in lru and b"c" in lru and len(lru) == 2
+
+
+# ---------------------------------------------------------------- keys and tenants: what is written
+
+
+class Db:
+    """`auth.transaction` over a recording connection: each statement and its parameters, with the
+    rows the test says each statement returns (in order); audit events recorded apart."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *results: Any) -> None:
+        self.statements: list[tuple[str, Any]] = []
+        self.results = list(results)
+        self.audit: list[tuple[Any, ...]] = []
+        monkeypatch.setattr(auth, "transaction", self.transaction)
+        monkeypatch.setattr(
+            auth.audit, "record", lambda conn, *args: self.audit.append((conn is self, *args))
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Db]:
+        yield self
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        self.statements.append((sql, params))
+        result = self.results.pop(0) if self.results else None
+        return SimpleNamespace(fetchone=lambda: result, fetchall=lambda: result)
+
+
+def test_a_new_key_is_stored_as_its_hash_and_audited(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Db(monkeypatch, {"?column?": 1})
+    issued = auth.create_api_key(TENANT, scopes=("users:read", "dlq:read"), rate_limit=7)
+    assert re.fullmatch(r"nk_[0-9a-f]{8}", issued.prefix)
+    assert re.fullmatch(re.escape(issued.prefix) + r"_[A-Za-z0-9_-]{32}", issued.key)
+    assert (issued.tenant_id, issued.scopes) == (TENANT, ("users:read", "dlq:read"))
+    assert isinstance(issued.id, uuid.UUID)
+    assert db.statements == [
+        ("SELECT 1 FROM tenants WHERE id = %s", (TENANT,)),
+        (
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, scopes, rate_limit)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (issued.id, TENANT, "", issued.prefix, auth.hash_key(issued.key), ["users:read", "dlq:read"], 7),
+        ),
+    ]
+    assert db.audit == [
+        (
+            True,
+            TENANT,
+            auth.audit.SYSTEM,
+            "api_key.create",
+            "api_key",
+            issued.id,
+            {"name": "", "prefix": issued.prefix, "scopes": ["users:read", "dlq:read"], "rate_limit": 7},
+        )
+    ]
+
+
+def test_keys_are_made_only_for_tenants_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Db(monkeypatch, None)
+    with pytest.raises(auth.NotFound) as refused:
+        auth.create_api_key(TENANT, "k")
+    assert refused.value.message == f"tenant {TENANT} does not exist"
+    assert len(db.statements) == 1 and db.audit == []
+
+
+def test_set_up_keys_and_tenants_may_skip_the_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Db(monkeypatch, {"?column?": 1})
+    auth.create_api_key(TENANT, "bench", actor=None)
+    tenant = auth.create_tenant("Acme", actor=None)
+    assert db.audit == []
+    assert db.statements[-1] == ("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant, "Acme"))
+
+
+def test_a_new_tenant_is_audited(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Db(monkeypatch)
+    tenant = auth.create_tenant("Acme")
+    assert isinstance(tenant, uuid.UUID)
+    assert db.statements == [("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant, "Acme"))]
+    assert db.audit == [
+        (True, tenant, auth.audit.SYSTEM, "tenant.create", "tenant", tenant, {"name": "Acme"})
+    ]
+
+
+def test_revoking_a_key_audits_it_and_empties_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    key_id = uuid.uuid4()
+    db = Db(monkeypatch, {"id": key_id, "tenant_id": TENANT}, None)
+    auth._cache.put(b"k", (1.0, None))
+    auth._misses.put(b"m", (1.0, None))
+    actor = auth.audit.Actor("api_key", "nk_00000000")
+    assert auth.revoke_api_key("nk_12345678", actor) is True
+    assert len(auth._cache) == 0 and len(auth._misses) == 0
+    assert db.statements == [
+        (
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL"
+            " RETURNING id, tenant_id",
+            ("nk_12345678",),
+        )
+    ]
+    assert db.audit == [(True, TENANT, actor, "api_key.revoke", "api_key", key_id, {"prefix": "nk_12345678"})]
+    assert auth.revoke_api_key("nk_12345678") is False  # already revoked: nothing audited
+    assert len(db.audit) == 1
+
+
+def test_keys_are_listed_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"id": uuid.uuid4()}]
+    db = Db(monkeypatch, rows)
+    assert auth.list_api_keys(TENANT) == rows
+    assert db.statements == [
+        (
+            "SELECT id, name, prefix, scopes, rate_limit, created_at, last_used_at, revoked_at"
+            " FROM api_keys WHERE tenant_id = %s ORDER BY created_at DESC",
+            (TENANT,),
+        )
+    ]
+
+
+def test_a_key_is_loaded_by_its_hash_and_touched_at_most_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key_id = uuid.uuid4()
+    found = {"id": key_id, "tenant_id": TENANT, "prefix": "nk_1", "scopes": ["users:read"], "rate_limit": 9}
+    db = Db(monkeypatch, found, None)
+    digest = auth.hash_key("nk_1_x")
+    assert auth._load_principal(digest) == auth.Principal(
+        TENANT, key_id, "nk_1", frozenset({"users:read"}), 9
+    )
+    assert auth._load_principal(digest) is None
+    sql, params = db.statements[0]
+    assert params == (digest,)
+    assert sql == (
+        "WITH k AS (SELECT id, tenant_id, prefix, scopes, rate_limit, last_used_at FROM api_keys"
+        " WHERE key_hash = %s AND revoked_at IS NULL),"
+        " touched AS (UPDATE api_keys SET last_used_at = now() WHERE id IN"
+        " (SELECT id FROM k WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))"
+        " SELECT id, tenant_id, prefix, scopes, rate_limit FROM k"
+    )
