@@ -45,6 +45,17 @@ def claim(**fields: Any) -> Claim:
     return Claim(**(values | fields))
 
 
+class Ticks:
+    """Attempt durations: 1.5 s per reading."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.5
+        return self.t
+
+
 class Now:
     def __init__(self) -> None:
         self.t = 500.0
@@ -80,7 +91,7 @@ class Routed:
             warn=lambda message, extra: self.warnings.append((message, extra)),
             metric=lambda name, value: self.metrics.append((name, value)),
             jitter=lambda low, high: low,
-            clock=lambda: 0.0,
+            clock=Ticks(),
             prefetched={ROUTES: {(TENANT, "email"): list(configs)}, HISTORY: {}, CHOICES: {}},
             router=self.router,
         )
@@ -137,6 +148,13 @@ def test_a_batch_without_prefetched_history_routes_from_the_top() -> None:
     assert routing.chosen(row, r.ctx).config == PRIMARY
 
 
+def test_the_containers_router_is_made_once() -> None:
+    clients.forget("provider-router")
+    made = routing.production_router()
+    assert isinstance(made, Router) and routing.production_router() is made
+    clients.forget("provider-router")
+
+
 def test_without_its_own_router_the_step_uses_the_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Routed(PRIMARY, SECONDARY)
     r.ctx.router = None
@@ -186,7 +204,7 @@ def test_rejected_credentials_retry_on_the_next_config_at_once() -> None:
         "auth: credentials refused",
         "auth",
     )
-    assert (outcome.permanent, outcome.duration_ms, outcome.delay_s) == (True, 0, 0.0)
+    assert (outcome.permanent, outcome.duration_ms, outcome.delay_s) == (True, 1500, 0.0)
     assert (outcome.provider, outcome.provider_config_id, outcome.fault) == (
         "sendgrid",
         PRIMARY.id,
@@ -360,13 +378,28 @@ class Conn:
 
 
 class Cache:
-    def __init__(self, routes: dict[tuple[UUID, str], list[RouteConfig]]) -> None:
-        self.route_map = routes
+    """The container's route cache, empty: every pair is read through the loader it is given."""
+
+    def __init__(self) -> None:
         self.asked: list[set[tuple[UUID, str]]] = []
 
     def routes(self, pairs: set[tuple[UUID, str]], load: Any) -> dict[tuple[UUID, str], list[RouteConfig]]:
         self.asked.append(pairs)
-        return {p: self.route_map[p] for p in pairs if p in self.route_map}
+        return dict(load(set(pairs)))
+
+
+def stored_routes(
+    monkeypatch: pytest.MonkeyPatch, routes: dict[tuple[UUID, str], list[RouteConfig]]
+) -> tuple[Cache, list[tuple[Any, set[tuple[UUID, str]]]]]:
+    cache, loads = Cache(), []
+
+    def load_routes(conn: Any, pairs: set[tuple[UUID, str]]) -> dict[tuple[UUID, str], list[RouteConfig]]:
+        loads.append((conn, pairs))
+        return {p: routes[p] for p in pairs if p in routes}
+
+    monkeypatch.setattr(routing, "route_cache", cache)
+    monkeypatch.setattr(routing, "load_routes", load_routes)
+    return cache, loads
 
 
 def attempt_row(
@@ -383,8 +416,7 @@ def attempt_row(
 
 def test_prefetch_reads_the_current_cycle_of_routed_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:
     other_tenant = uuid.uuid4()
-    cache = Cache({(TENANT, "email"): [PRIMARY, SECONDARY]})
-    monkeypatch.setattr(routing, "route_cache", cache)
+    cache, loads = stored_routes(monkeypatch, {(TENANT, "email"): [PRIMARY, SECONDARY]})
     replayed = claim(attempt_count=1)  # two earlier attempts, then a replay: only the last is this cycle's
     fresh = claim(attempt_count=0)
     unrouted = claim(attempt_count=2, tenant_id=other_tenant)
@@ -392,14 +424,15 @@ def test_prefetch_reads_the_current_cycle_of_routed_rows_only(monkeypatch: pytes
         [
             attempt_row(replayed.id, PRIMARY.id, "transient_error", "provider", "http_503"),
             attempt_row(replayed.id, PRIMARY.id, "permanent_error", "provider", "auth"),
-            attempt_row(replayed.id, SECONDARY.id, "ambiguous", None, "timeout"),
+            attempt_row(replayed.id, SECONDARY.id, "ambiguous", "provider", "timeout"),
         ]
     )
     out = routing.prefetch(conn, [replayed, fresh, unrouted])
     assert cache.asked == [{(TENANT, "email"), (other_tenant, "email")}]
+    assert loads == [(conn, {(TENANT, "email"), (other_tenant, "email")})]
     assert out == {
         ROUTES: {(TENANT, "email"): [PRIMARY, SECONDARY]},
-        HISTORY: {replayed.id: [Hop(SECONDARY.id, "ambiguous", None, "timeout")]},
+        HISTORY: {replayed.id: [Hop(SECONDARY.id, "ambiguous", "provider", "timeout")]},
         CHOICES: {},
     }
     ((sql, params),) = conn.queries
@@ -411,7 +444,7 @@ def test_prefetch_reads_the_current_cycle_of_routed_rows_only(monkeypatch: pytes
 
 
 def test_prefetch_of_fresh_rows_costs_no_query(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routing, "route_cache", Cache({(TENANT, "email"): [PRIMARY]}))
+    stored_routes(monkeypatch, {(TENANT, "email"): [PRIMARY]})
     conn = Conn([])
     out = routing.prefetch(conn, [claim(), claim(attempt_count=3, tenant_id=uuid.uuid4())])
     assert out == {ROUTES: {(TENANT, "email"): [PRIMARY]}, HISTORY: {}, CHOICES: {}}
