@@ -343,6 +343,16 @@ def create(api: Api, channel: str, payload: dict[str, Any], **extra: Any) -> str
 # ---------------------------------------------------------------- Amazon SES and SNS (operating, issue 12)
 
 
+def _mime_to(raw: str | None) -> list[str]:
+    """The addresses of a MIME message's To header (none without a message)."""
+    if not raw:
+        return []
+    from email.parser import HeaderParser
+    from email.utils import getaddresses
+
+    return [address for _, address in getaddresses(HeaderParser().parsestr(raw).get_all("To", []))]
+
+
 @dataclass
 class AwsEmulator:
     """The local emulator the SES and SNS providers are tested against (LocalStack, or moto's server
@@ -375,7 +385,9 @@ class AwsEmulator:
                 {
                     "id": m["Id"],
                     "source": m.get("Source"),
-                    "to": (m.get("Destination") or {}).get("ToAddresses", []),
+                    # a raw send (extra headers such as List-Unsubscribe) names no Destination:
+                    # its recipients are the MIME To header's, as moto's listing below has them
+                    "to": (m.get("Destination") or {}).get("ToAddresses") or _mime_to(m.get("RawData")),
                     "subject": m.get("Subject"),
                     "body": (m.get("Body") or {}).get("text_part"),
                     "raw": m.get("RawData"),
