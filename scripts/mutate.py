@@ -50,6 +50,27 @@ DECISION_MODULES = [
     "notify_core/audience/delivery.py",
 ]
 
+# routing.failover records the failed attempt as a Hop only for `tally`, which asks whether it was
+# the provider's fault (its `fault`, always set: ProviderError.fault is never None) and whether it was
+# a permanent_error: whether a transient one was ambiguous, and its code, change no choice.
+_HOP_WHY = "the hop only feeds tally, which tells permanent_error from the rest and reads the given fault"
+_HOP_MUTATIONS = (
+    'getattr(error, "ambiguous", False)) and False',
+    'getattr(error, "ambiguous", False)) or True',
+    'else "XXambiguousXX"',
+    'else "AMBIGUOUS"',
+    'getattr(None, "ambiguous", False)',
+    'getattr(error, "ambiguous", None)',
+    'getattr(error, "ambiguous", )',
+    'getattr(error, "XXambiguousXX", False)',
+    'getattr(error, "AMBIGUOUS", False)',
+    'getattr(error, "ambiguous", True)',
+    'else "XXtransient_errorXX"',
+    'else "TRANSIENT_ERROR"',
+    "outcome, error.fault, None)]",
+    "outcome, error.fault, )]",
+)
+
 # Mutants that cannot change behaviour: (function, the mutated line as mutmut writes it, why).
 # A survivor matching one is reported apart with the reason and kept out of the score; the match is
 # on the code, not on mutmut's numbering, which shifts whenever the module changes.
@@ -69,6 +90,110 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "if level >= deepest:",
         "when level equals deepest, assigning it again changes nothing",
     ),
+    # codec and header names: Python's codec registry and the gate's header lookup ignore case
+    ("notify_core.http.x_check_media_type", 'get("charset", "UTF-8")', "lower-cased on the same line"),
+    ("notify_core.http.x_raw_body", 'encode("UTF-8", "surrogateescape")', "codec names ignore case"),
+    ("notify_core.http.x_read_json", '.decode("UTF-8")', "codec names ignore case"),
+    ("notify_core.http.x_read_json", 'text.encode("UTF-8")', "codec names ignore case"),
+    ("notify_core.auth.x_hash_key", 'encode("UTF-8", "surrogatepass")', "codec names ignore case"),
+    (
+        "notify_core.http.x_gate",
+        '_header(headers, "CONTENT-TYPE")',
+        "_header lower-cases the name it looks for",
+    ),
+    (
+        "notify_core.http.x_check_media_type",
+        'if parsed else "XXXX"',
+        "the else-branch value is the charset of a value that is not a media type, refused by parsed is None anyway",
+    ),
+    (
+        "notify_core.auth.x_key_from_headers",
+        'get("authorization", "XXXX")',
+        "a missing Authorization header's default only has to not start with 'bearer ': so does XXXX",
+    ),
+    (
+        "notify_core.auth.xǁ_Lruǁput",
+        "popitem(last=None)",
+        "None is false, as False is: the oldest entry goes",
+    ),
+    # quiet hours
+    (
+        "notify_core.audience.quiet_hours.x__resolve",
+        "naive.replace(tzinfo=zone, ).astimezone(UTC)",
+        "fold=0 is replace()'s default",
+    ),
+    (
+        "notify_core.audience.quiet_hours.x__resolve",
+        "== naive and _wall(late, zone) == naive",
+        "fold 0 and 1 read alike except in a gap (neither is the naive reading) or a repeat (both are): "
+        "never exactly one of them",
+    ),
+    (
+        "notify_core.audience.quiet_hours.x__resolve",
+        "while high - low >= timedelta(seconds=1):",
+        "any stop at an interval of a second or less gives the same result: low is before the jump, high at or "
+        "after it, and the jump falls on a whole second, which replace(microsecond=0) lands on",
+    ),
+    (
+        "notify_core.audience.quiet_hours.x__resolve",
+        "middle = low + (high - low) / 3",
+        "any split point narrows the same bracket around the jump (see the line above): slower, same result",
+    ),
+    (
+        "notify_core.audience.quiet_hours.x__resolve",
+        "if _wall(middle, zone) <= naive:",
+        "inside a gap no instant reads the naive time, so < and <= never differ",
+    ),
+    ("notify_core.audience.quiet_hours.x_first_reading", "last=None", "None is false, as False is"),
+    (
+        "notify_core.audience.quiet_hours.x_hold_until",
+        "moment = at.astimezone(None)",
+        "the instant is only compared (by instant) and converted to the user's zone; its own zone never shows",
+    ),
+    (
+        "notify_core.audience.quiet_hours.x_inside_by_the_clock",
+        "_wall(at.astimezone(None), zone)",
+        "_wall converts to the user's zone: the zone converted from does not matter",
+    ),
+    (
+        "notify_core.audience.quiet_hours.xǁWindowǁintervals",
+        "for offset in (+2, -1, 0):",
+        "a window starting two days before `around` (local) ends by the end time of the next day, before "
+        "`around`'s own day begins, so it never contains `around`; one starting two days after never does either",
+    ),
+    (
+        "notify_core.audience.quiet_hours.xǁWindowǁintervals",
+        "for offset in (-3, -1, 0):",
+        "as for +2: neither the window two days before nor three days before can contain `around`",
+    ),
+    # the audience's view holds users by their (non-null) id
+    (
+        "notify_core.audience.delivery.x_preference_reason",
+        "if (row.user_id) or True else None",
+        "view.users is keyed by user ids, never None: users.get(None) is None",
+    ),
+    (
+        "notify_core.audience.delivery.x_held_until",
+        "if (row.user_id) or True else None",
+        "view.users is keyed by user ids, never None: users.get(None) is None",
+    ),
+    # cursors
+    (
+        "notify_core.pagination.x_encode",
+        'separators=(",", "XX:XX")',
+        "the key separator of json.dumps is never used for a list",
+    ),
+    (
+        "notify_core.pagination.x_encode",
+        'rstrip("XX=XX")',
+        "the encoded list always ends in '\"]', so its base64 ends in d, 0 or Q before the padding, never X",
+    ),
+    (
+        "notify_core.pagination.x__position",
+        '"=" * (+len(cursor) % 4)',
+        "base64 decoding ignores excess padding: where one = is needed this adds three, elsewhere the same count",
+    ),
+    *(("notify_core.delivery.routing.x_failover", code, _HOP_WHY) for code in _HOP_MUTATIONS),
 ]
 
 

@@ -274,9 +274,7 @@ def succeeded(choice: Choice, ctx: BatchContext) -> None:
         router(ctx).breaker.ok(choice.config.id)
 
 
-def failover(
-    row: Claim, ctx: BatchContext, choice: Choice, error: ProviderError, attempt: int
-) -> Failover | None:
+def failover(row: Claim, ctx: BatchContext, choice: Choice, error: ProviderError) -> Failover | None:
     """After a failed attempt through `choice`: count the fault on the breaker, and where the next
     attempt goes (None: no failover, the usual rules apply)."""
     if choice.config is None:

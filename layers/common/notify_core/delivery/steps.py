@@ -256,16 +256,13 @@ def _limit(ctx: BatchContext, name: str, limit: int, period_s: int) -> Decision 
         return None
 
 
-def _routed(choice: routing.Choice | None, exc: ProviderError) -> dict[str, Any]:
+def _routed(choice: routing.Choice, exc: ProviderError) -> dict[str, Any]:
     """The attempt's provider and config, and whose fault the error was."""
-    out: dict[str, Any] = {"fault": exc.fault}
-    if choice is not None:
-        out.update(provider=choice.provider, provider_config_id=choice.config_id)
-    return out
+    return {"fault": exc.fault, "provider": choice.provider, "provider_config_id": choice.config_id}
 
 
 def _failed(
-    row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any, choice: routing.Choice | None = None
+    row: Claim, attempt: int, exc: ProviderError, ms: int, reason: Any, choice: routing.Choice
 ) -> Outcome:
     return row.outcome(
         "failed",
@@ -287,7 +284,7 @@ def _permanent(
 ) -> Outcome:
     """A permanent error fails the notification, unless it is the provider's fault (its credentials
     or configuration rejected) and the route has another config: then the next attempt goes there."""
-    moved = routing.failover(row, ctx, choice, exc, attempt)
+    moved = routing.failover(row, ctx, choice, exc)
     if moved is None or attempt >= row.max_attempts:
         return _failed(row, attempt, exc, ms, "permanent_error", choice)
     return row.outcome(
@@ -308,13 +305,13 @@ def _transient(
     exc: TransientProviderError,
     ms: int,
     ctx: BatchContext,
-    choice: routing.Choice | None = None,
+    choice: routing.Choice,
 ) -> Outcome:
     if exc.ambiguous:
         ctx.metric("AmbiguousSends", 1)
         if ctx.settings.ambiguous_sends == "fail":
             return _failed(row, attempt, exc, ms, "ambiguous", choice)
-    moved = routing.failover(row, ctx, choice, exc, attempt) if choice is not None else None
+    moved = routing.failover(row, ctx, choice, exc)
     if attempt >= row.max_attempts:
         return _failed(row, attempt, exc, ms, "ambiguous" if exc.ambiguous else "max_attempts", choice)
     # Failing over to a config that has not had its turn goes at once: the other provider need not
