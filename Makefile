@@ -30,7 +30,7 @@ test: venv ## run the whole test suite (starts PostgreSQL/Redis/SQS when needed)
 # per operation (make test runs 10); counts every 5xx and every reply that violates the document.
 FUZZ_EXAMPLES ?= 1500
 FUZZ_RESULT := .local/fuzz-result.json
-fuzz: venv ## property-based fuzzing of the HTTP API (~20,000 requests, ~4 min); ends with RESULT {json}
+fuzz: venv ## property-based fuzzing of the HTTP API (~87,000 requests, ~15 min); ends with RESULT {json}
 	@mkdir -p .local && rm -f $(FUZZ_RESULT)
 	FUZZ_MODE=count FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_RESULT=$(FUZZ_RESULT) \
 	  $(PY) -m pytest tests/integration/test_fuzz.py -q -p no:cacheprovider
