@@ -106,19 +106,7 @@ def replay(tenant_id: UUID, dead_letter_id: UUID, actor: audit.Actor = audit.SYS
         ).fetchone()
         if letter is None:
             raise _missing_or_replayed(conn, tenant_id, dead_letter_id)
-        moved = transition(
-            conn,
-            [letter["notification_id"]],
-            ["failed"],
-            "pending",
-            tenant_id=tenant_id,
-            sets={
-                "attempt_count": 0,
-                "last_error": None,
-                "failed_at": None,
-                "next_attempt_at": datetime.now(UTC),
-            },
-        )
+        moved = _reopen(conn, tenant_id, [letter["notification_id"]])
         if not moved:
             raise Conflict("the notification is no longer failed; nothing to replay")
         audit.record(
@@ -216,19 +204,7 @@ def replay_many(tenant_id: UUID, request: BulkReplay, actor: audit.Actor = audit
             [tenant_id, *params, request.limit],
         ).fetchall()
         by_notification = {r["notification_id"]: r["id"] for r in letters}
-        moved = transition(
-            conn,
-            list(by_notification),
-            ["failed"],
-            "pending",
-            tenant_id=tenant_id,
-            sets={
-                "attempt_count": 0,
-                "last_error": None,
-                "failed_at": None,
-                "next_attempt_at": datetime.now(UTC),
-            },
-        )
+        moved = _reopen(conn, tenant_id, list(by_notification))
         moved_ids = {r["id"] for r in moved}
         stuck = [r for r in letters if r["notification_id"] not in moved_ids]
         if stuck:  # left open, as a single replay's Conflict leaves them
@@ -271,4 +247,22 @@ def replay_many(tenant_id: UUID, request: BulkReplay, actor: audit.Actor = audit
             for r in stuck
         ],
         remaining=remaining["n"] if remaining else 0,
+    )
+
+
+def _reopen(conn: Any, tenant_id: UUID, notification_ids: list[UUID]) -> list[Any]:
+    """Failed notifications back to `pending` with a fresh attempt budget, due now (a replay);
+    returns the rows moved (one that is no longer failed is left alone)."""
+    return transition(
+        conn,
+        notification_ids,
+        ["failed"],
+        "pending",
+        tenant_id=tenant_id,
+        sets={
+            "attempt_count": 0,
+            "last_error": None,
+            "failed_at": None,
+            "next_attempt_at": datetime.now(UTC),
+        },
     )
