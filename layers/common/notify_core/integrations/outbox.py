@@ -24,24 +24,16 @@ from ..config import Settings, get_settings
 from ..db import transaction
 from ..observability import logger
 
-EventType = Literal[
+# What an endpoint may subscribe to; `webhook.test` goes to one endpoint, on request only.
+SubscribableEvent = Literal[
     "notification.sent",
     "notification.delivered",
     "notification.failed",
     "notification.suppressed",
     "notification.cancelled",
     "dlq.created",
-    "webhook.test",
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "notification.sent",
-    "notification.delivered",
-    "notification.failed",
-    "notification.suppressed",
-    "notification.cancelled",
-    "dlq.created",
-    "webhook.test",
-)
+EventType = Literal[SubscribableEvent, "webhook.test"]
 
 
 @dataclass(frozen=True, slots=True)

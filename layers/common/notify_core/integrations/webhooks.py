@@ -28,14 +28,7 @@ from . import guarded_http, outbox
 ROTATION_OVERLAP = timedelta(hours=24)
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
-SubscribableEvent = Literal[
-    "notification.sent",
-    "notification.delivered",
-    "notification.failed",
-    "notification.suppressed",
-    "notification.cancelled",
-    "dlq.created",
-]
+SubscribableEvent = outbox.SubscribableEvent
 Url = Annotated[
     str,
     StringConstraints(min_length=1, max_length=guarded_http.MAX_URL_LENGTH),

@@ -14,16 +14,6 @@ from uuid import UUID
 EventType = Literal[
     "delivered", "bounced", "dropped", "deferred", "opened", "clicked", "complained", "undelivered"
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "delivered",
-    "bounced",
-    "dropped",
-    "deferred",
-    "opened",
-    "clicked",
-    "complained",
-    "undelivered",
-)
 Effect = Literal["delivered", "failed"]
 SuppressionReason = Literal["hard_bounce", "complaint", "sms_stop", "invalid_token"]
 
