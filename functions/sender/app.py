@@ -4,74 +4,50 @@ deadline to the engine, and turns the engine's report into Powertools' partial b
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Json, ValidationError
 
 from notify_core import db, providers
 from notify_core.config import get_settings
 from notify_core.delivery import Deadline, Deps, Incoming, deliver
 from notify_core.observability import logger, metrics, tracer
 from notify_core.providers import ProviderSettings
-from notify_core.queue import QueueMessage
+from notify_core.sqs_batch import QueueBatch, QueueRecord
 
 # A wrong setting fails the cold start, not the first batch.
 settings = get_settings()
 ProviderSettings.from_env(secret_loader=lambda arn: {})
 
 
-class NotificationRecord(SqsRecordModel):
-    body: Json[QueueMessage]  # the queue's wire format (notify_core.queue.QueueMessage)
-
-
-class SenderProcessor(BatchProcessor):
+class SenderProcessor(QueueBatch):
     """Powertools' BatchProcessor for SQS; the whole batch goes to the engine at once (it claims
     the rows in one statement and sends them in a sliding window), and each record's result comes
     back through the processor's own success and failure handlers. A record whose body is not a
     notification message fails validation and is reported (SQS redrives it to the DLQ)."""
 
     def __init__(self) -> None:
-        super().__init__(EventType.SQS, model=NotificationRecord, raise_on_entire_batch_failure=False)
-        self._pool: ThreadPoolExecutor | None = None
-
-    def send_pool(self) -> ThreadPoolExecutor:
-        """This execution environment's send threads: SEND_CONCURRENCY of them, created once (and
-        again only if the setting changed, as tests and benchmarks do)."""
-        size = get_settings().send_concurrency
-        if self._pool is None or self._pool._max_workers != size:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="send")
-        return self._pool
+        super().__init__(lambda: get_settings().send_concurrency, "send")
 
     def process(self) -> list[tuple[Any, ...]]:
-        results: list[tuple[Any, ...]] = []
-        parsed: list[tuple[dict[str, Any], NotificationRecord]] = []
-        for record in self.records:
-            try:
-                parsed.append((record, NotificationRecord.model_validate(record)))
-            except ValidationError:
-                results.append(self._register_model_validation_error_record(record))
+        results, parsed = self.parse()
         if not parsed:
             return results
         batch = [
             Incoming(model.messageId, model.body, model.attributes.SentTimestamp.timestamp())
-            for _, model in parsed
+            for model in parsed
         ]
         try:
             deadline = Deadline(self.lambda_context.get_remaining_time_in_millis())
-            report = deliver(batch, deadline, Deps.production(pool=self.send_pool()))
+            report = deliver(batch, deadline, Deps.production(pool=self.pool()))
         except Exception as exc:  # noqa: BLE001 — whatever stopped the batch, every record comes back
             logger.exception("batch not delivered")
             return results + [
-                self.failure_handler(model, (type(exc), exc, exc.__traceback__)) for _, model in parsed
+                self.failure_handler(model, (type(exc), exc, exc.__traceback__)) for model in parsed
             ]
-        for _, model in parsed:
+        for model in parsed:
             failure = report.failed.get(model.messageId)
             if failure is not None:
                 results.append(self.failure_handler(model, (type(failure), failure, failure.__traceback__)))
@@ -84,7 +60,7 @@ class SenderProcessor(BatchProcessor):
 processor = SenderProcessor()
 
 
-def _unused_record_handler(record: NotificationRecord) -> str:
+def _unused_record_handler(record: QueueRecord) -> str:
     raise NotImplementedError("SenderProcessor.process hands the whole batch to the engine")
 
 

@@ -231,7 +231,7 @@ def test_the_send_pool_follows_send_concurrency_between_invocations(
         nid = create(api, "email", EMAIL)
         pipeline.drain_sender()
         assert pipeline.row(nid)["status"] == "sent"
-        assert sender.processor.send_pool()._max_workers == int(size)
+        assert sender.processor.pool()._max_workers == int(size)
 
 
 def test_the_outcome_of_a_claim_that_was_taken_over_changes_nothing(api: Api, pipeline: Pipeline) -> None:

@@ -16,7 +16,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def test_sender_and_dlq_events_carry_notification_messages() -> None:
-    record_model = load_module("functions/sender/", "app").NotificationRecord
+    record_model = load_module("functions/sender/", "app").QueueRecord
     for name in ("sender_batch.json", "dlq_processor_batch.json"):
         raw = json.loads((EVENTS / name).read_text())
         event = parse(event=raw, model=SqsModel)
@@ -34,7 +34,7 @@ def test_schedule_events_are_eventbridge_scheduled_events() -> None:
 
 
 def test_webhook_dispatcher_event_carries_delivery_ids() -> None:
-    record_model = load_module("functions/webhook_dispatcher/", "app").DeliveryRecord
+    record_model = load_module("functions/webhook_dispatcher/", "app").QueueRecord
     raw = json.loads((EVENTS / "webhook_dispatcher_batch.json").read_text())
     assert parse(event=raw, model=SqsModel).Records
     for record in raw["Records"]:
