@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from notify_local import services
 from notify_local.provider_stub import RemoteStub
@@ -85,3 +94,73 @@ def stub_process() -> Iterator[RemoteStub]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class LocalRuntime:
+    base: str  # http://127.0.0.1:<port>
+    key: str  # the development API key it made
+    database_url: str  # its own database, dropped at the end
+    state: Path  # its state directory (.local/<label>): notify-local.log, env.json
+    started_s: float  # from the command to /health answering
+
+
+@contextmanager
+def local_runtime(label: str, port: int, params: list[str]) -> Iterator[LocalRuntime]:
+    """`notify-local` as a developer runs it (a subprocess, its log in .local/<label>/notify-local.log)
+    on a database of its own, with the template parameters given (NAME=VALUE) on top of an unlimited
+    API rate limit and WARNING logs; stopped with Ctrl-C (SIGINT) and its database dropped at the end."""
+    state = ROOT / ".local" / label
+    state.mkdir(parents=True, exist_ok=True)
+    admin = services.ensure_postgres(None, ROOT / ".local")
+    name = f"notify_{label.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    (state / "dev-api-key.json").unlink(missing_ok=True)
+    command = [
+        str(ROOT / ".venv/bin/notify-local"),
+        "--port", str(port),
+        "--state-dir", str(state),
+        "--stack-name", f"{label}-{uuid.uuid4().hex[:6]}",
+        "--env-json", str(state / "env.json"),
+        "--keep-sqs",
+        "-p", f"DatabaseUrl={database_url}",
+        "-p", "RateLimitRequests=1000000",
+        "-p", "LogLevel=WARNING",
+    ]  # fmt: skip
+    for param in params:
+        command += ["-p", param]
+    log_path = state / "notify-local.log"
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    print(f"notify-local log: {log_path}")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, process, timeout=120)
+        started_s = time.perf_counter() - started
+        key = json.loads((state / "dev-api-key.json").read_text())["key"]
+        yield LocalRuntime(base, key, database_url, state, started_s)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"notify-local exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise SystemExit("the API did not answer in time")

@@ -19,20 +19,15 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-from psycopg import sql
 
-from bench.common import ROOT, percentile, stub_process
-from notify_local import services
+from bench.common import local_runtime, percentile, stub_process
 
 
 def main() -> None:
@@ -64,74 +59,12 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, stub_env: dict[str, str]) -> None:
-
-    state = ROOT / ".local" / "bench-e2e"
-    state.mkdir(parents=True, exist_ok=True)
-    admin = services.ensure_postgres(None, ROOT / ".local")
-    name = f"notify_bench_e2e_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database_url = psycopg.conninfo.make_conninfo(admin, dbname=name)
-    (state / "dev-api-key.json").unlink(missing_ok=True)
-
-    command = [
-        str(ROOT / ".venv/bin/notify-local"),
-        "--port",
-        str(args.port),
-        "--state-dir",
-        str(state),
-        "--stack-name",
-        f"bench-{uuid.uuid4().hex[:6]}",
-        "--env-json",
-        str(state / "env.json"),
-        "--keep-sqs",
-        "-p",
-        f"DatabaseUrl={database_url}",
-        "-p",
-        "RateLimitRequests=1000000",
-        "-p",
-        "LogLevel=WARNING",
-    ]
-    for name, value in stub_env.items():  # the providers' base URLs and credentials -> the stub
-        command += ["-p", f"{name}={value}"]
-    for param in args.param:
-        command += ["-p", param]
-    log_path = state / "notify-local.log"
-    started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        runtime = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    print(f"notify-local log: {log_path}")
-    try:
-        base = f"http://127.0.0.1:{args.port}"
-        wait_healthy(base, runtime, timeout=120)
-        print(
-            f"start: {time.perf_counter() - started:.1f} s from the command to /health answering (venvs present)"
-        )
-        key = json.loads((state / "dev-api-key.json").read_text())["key"]
-        client_ms = run_load(base, key, args)
-        report(database_url, args, client_ms)
-    finally:
-        runtime.send_signal(signal.SIGINT)
-        try:
-            runtime.wait(30)
-        except subprocess.TimeoutExpired:
-            runtime.kill()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"notify-local exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    raise SystemExit("the API did not answer in time")
+    # the providers' base URLs and credentials -> the stub
+    params = [f"{name}={value}" for name, value in stub_env.items()] + args.param
+    with local_runtime("bench-e2e", args.port, params) as runtime:
+        print(f"start: {runtime.started_s:.1f} s from the command to /health answering (venvs present)")
+        client_ms = run_load(runtime.base, runtime.key, args)
+        report(runtime.database_url, args, client_ms)
 
 
 def run_load(base: str, key: str, args: argparse.Namespace) -> list[float]:

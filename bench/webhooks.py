@@ -23,19 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import time
 import urllib.request
-import uuid
 from datetime import datetime
 
 import psycopg
-from psycopg import sql
 
-from bench.common import ROOT, percentile
-from bench.e2e import wait_healthy
-from notify_local import services
+from bench.common import local_runtime, percentile
 from notify_local.webhook_receiver import Received, WebhookReceiver
 
 SHORT_SCHEDULE = "1,1,1,2,2,2,3,3,3,5,5,5,5,5,5,5,5,5,5,5"
@@ -138,39 +132,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=3078)
     args = parser.parse_args()
 
-    state = ROOT / ".local" / "bench-webhooks"
-    state.mkdir(parents=True, exist_ok=True)
-    admin = services.ensure_postgres(None, ROOT / ".local")
-    name = f"notify_bench_webhooks_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database_url = psycopg.conninfo.make_conninfo(admin, dbname=name)
-    (state / "dev-api-key.json").unlink(missing_ok=True)
-    command = [
-        str(ROOT / ".venv/bin/notify-local"),
-        "--port", str(args.port),
-        "--state-dir", str(state),
-        "--stack-name", f"benchwh-{uuid.uuid4().hex[:6]}",
-        "--env-json", str(state / "env.json"),
-        "--keep-sqs",
-        "-p", f"DatabaseUrl={database_url}",
-        "-p", "RateLimitRequests=1000000",
-        "-p", "LogLevel=WARNING",
-        "-p", f"WebhookRetrySchedule={SHORT_SCHEDULE}",
+    params = [
+        f"WebhookRetrySchedule={SHORT_SCHEDULE}",
         # Powertools' Metrics keeps one metric set per process: the local runtime's concurrent
         # invocations (one process for every function) race on its flush ("Must contain at least one
         # metric" → a 502 now and then). Each Lambda container runs one invocation at a time.
-        "-p", "POWERTOOLS_METRICS_DISABLED=true",
-    ]  # fmt: skip
-    log_path = state / "notify-local.log"
-    with open(log_path, "wb") as log:
-        runtime = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    print(f"notify-local log: {log_path}; retry schedule for this run: {SHORT_SCHEDULE} (seconds)")
-    receiver = WebhookReceiver().start()
-    try:
-        base = f"http://127.0.0.1:{args.port}"
-        wait_healthy(base, runtime, timeout=120)
-        key = json.loads((state / "dev-api-key.json").read_text())["key"]
+        "POWERTOOLS_METRICS_DISABLED=true",
+    ]
+    print(f"retry schedule for this run: {SHORT_SCHEDULE} (seconds)")
+    with local_runtime("bench-webhooks", args.port, params) as runtime, WebhookReceiver() as receiver:
+        base, key, database_url = runtime.base, runtime.key, runtime.database_url
         endpoint = call(
             base, key, "POST", "/api/v1/webhooks", {"url": receiver.url, "events": ["notification.sent"]}
         )
@@ -207,15 +178,6 @@ def main() -> None:
                 }
             )
         )
-    finally:
-        receiver.close()
-        runtime.send_signal(signal.SIGINT)
-        try:
-            runtime.wait(30)
-        except subprocess.TimeoutExpired:
-            runtime.kill()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":
